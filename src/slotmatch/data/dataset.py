@@ -1,0 +1,123 @@
+"""Datasets of videos with instance masks, behind one interface.
+
+Every reader returns samples as dicts: `video` float (T, 3, H, W) in [0, 1], `segmentations` long
+(T, H, W) with 0 = background, and `key`. `open_dataset(path, split)` picks the reader from what is on
+disk; the built-in generator's shards are read by `ShardVideoDataset` (random access by byte offset, so
+any sampler, shuffling or DistributedSampler works). Readers for MOVi (tfds), YouTube-VIS and DAVIS
+plug in beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from slotmatch.data.shards import DatasetError, index_shard, read_member
+
+__all__ = ["DatasetError", "ShardVideoDataset", "open_dataset", "resize_clip", "select_clip"]
+
+
+def resize_clip(video: torch.Tensor, segmentations: torch.Tensor | None, size: int | None):
+    """Resize video (T, 3, H, W) bilinearly with antialiasing and masks (T, H, W) by nearest neighbour."""
+    if size is None or video.shape[-1] == size and video.shape[-2] == size:
+        return video, segmentations
+    video = F.interpolate(video, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    if segmentations is not None:
+        segmentations = F.interpolate(segmentations[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+    return video, segmentations
+
+
+def select_clip(num_frames: int, clip_length: int | None, random_clip: bool, generator=None) -> slice:
+    """The frames to use: the whole video, the first `clip_length`, or a random window of that length."""
+    if clip_length is None or clip_length >= num_frames:
+        return slice(0, num_frames)
+    start = int(torch.randint(0, num_frames - clip_length + 1, (1,), generator=generator)) if random_clip else 0
+    return slice(start, start + clip_length)
+
+
+class ShardVideoDataset(Dataset):
+    """Videos from the generator's shards (`slotmatch generate`), one split.
+
+    clip_length: frames per sample (None: whole videos, for evaluation); random_clip: draw the window at
+    random (training) instead of taking the first frames; size: resize frames to size x size.
+    """
+
+    def __init__(self, root: str, split: str = "train", clip_length: int | None = None,
+                 random_clip: bool = False, size: int | None = None, with_depth: bool = False):
+        self.root, self.split = root, split
+        self.clip_length, self.random_clip, self.size, self.with_depth = clip_length, random_clip, size, with_depth
+        self.manifest = read_manifest(root)
+        if split not in self.manifest["splits"]:
+            raise DatasetError(f"{root}: no split {split!r} (has {', '.join(self.manifest['splits'])})")
+        if with_depth and "depth" not in self.manifest.get("keys", []):
+            raise DatasetError(f"{root}: rendered without depth (generate it with --with-depth)")
+        self.samples = []  # (shard path, key, members)
+        for rel in self.manifest["splits"][split]["shards"]:
+            path = os.path.join(root, rel)
+            for key, members in sorted(index_shard(path).items()):
+                for field in ("video.npy", "segmentations.npy"):
+                    if field not in members:
+                        raise DatasetError(f"{path}: sample {key} has no {field}")
+                self.samples.append((path, key, members))
+        expected = self.manifest["splits"][split]["num_videos"]
+        if len(self.samples) != expected:
+            raise DatasetError(f"{root}: split {split} has {len(self.samples)} videos, the manifest says {expected}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def metadata(self, index: int) -> dict:
+        path, key, members = self.samples[index]
+        return read_member(path, "metadata.json", members["metadata.json"])
+
+    def __getitem__(self, index: int) -> dict:
+        path, key, members = self.samples[index]
+        video = read_member(path, "video.npy", members["video.npy"])  # (T, H, W, 3) uint8
+        segs = read_member(path, "segmentations.npy", members["segmentations.npy"])  # (T, H, W) uint8
+        if video.ndim != 4 or video.shape[-1] != 3 or segs.shape != video.shape[:3]:
+            raise DatasetError(f"{path}: sample {key} has video {video.shape} and segmentations {segs.shape}, "
+                               "expected (T, H, W, 3) and (T, H, W)")
+        clip = select_clip(video.shape[0], self.clip_length, self.random_clip)
+        v = torch.from_numpy(np.ascontiguousarray(video[clip])).permute(0, 3, 1, 2).float() / 255  # (T, 3, H, W)
+        s = torch.from_numpy(segs[clip].astype(np.int64))  # (T, H, W)
+        v, s = resize_clip(v, s, self.size)
+        sample = {"video": v, "segmentations": s, "key": key}
+        if self.with_depth:
+            d = torch.from_numpy(read_member(path, "depth.npy", members["depth.npy"])[clip].astype(np.float32))
+            if self.size is not None:
+                d = F.interpolate(d[:, None], size=(self.size, self.size), mode="nearest")[:, 0]
+            sample["depth"] = d
+        return sample
+
+
+def read_manifest(root: str) -> dict:
+    """The manifest of a generated dataset, or a DatasetError saying why there is none."""
+    path = os.path.join(root, "manifest.json")
+    if not os.path.isdir(root):
+        raise DatasetError(f"{root}: dataset directory does not exist")
+    if not os.path.exists(path):
+        hint = " (its generation did not finish: rerun `slotmatch generate` with the same arguments to complete it)" \
+            if os.path.exists(os.path.join(root, "generate_args.json")) else ""
+        raise DatasetError(f"{path}: missing manifest, not a complete slotmatch dataset{hint}")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: corrupt manifest ({e})") from e
+    if manifest.get("format") != "slotmatch-shards":
+        raise DatasetError(f"{path}: unknown dataset format {manifest.get('format')!r}")
+    return manifest
+
+
+def open_dataset(path: str, split: str = "train", **kwargs) -> Dataset:
+    """Open the dataset at `path` with the reader that matches its on-disk format."""
+    if os.path.exists(os.path.join(path, "manifest.json")) or os.path.exists(os.path.join(path, "generate_args.json")):
+        return ShardVideoDataset(path, split, **kwargs)
+    if not os.path.exists(path):
+        raise DatasetError(f"{path}: dataset directory does not exist")
+    raise DatasetError(f"{path}: not a dataset slotmatch can read (expected a manifest.json from `slotmatch generate`)")

@@ -1,0 +1,83 @@
+"""Losses of SlotContrast (Manasyan et al. 2024, Sec. 3.2) and SlotMatch (Grigore et al. 2025, Sec. 3).
+
+Pure functions of tensors. The teacher loss is
+    reconstruction_loss + 0.5 * slot_contrast_loss(slots, temperature=0.1);
+the SlotMatch student adds slot_distillation_loss(student_slots, teacher_slots).
+feature_distillation_loss and mask_distillation_loss are the extra distillation terms the SlotMatch
+paper shows to be redundant (ablation only).
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error; reconstruction (B, T, N, F), target (B, T, N, F) (no gradient to it)."""
+    return F.mse_loss(reconstruction, target.detach())
+
+
+def slot_contrast_loss(slots: torch.Tensor, temperature: float = 0.1,
+                       batch_contrast: bool = True) -> torch.Tensor:
+    """SlotContrast's slot-slot contrastive loss (InfoNCE over time), as in their
+    `losses.py::Slot_Slot_Contrastive_Loss` (batch_contrast=True in all their configs).
+
+    slots: (B, T, K, D), the slots after slot attention. Slots are L2-normalised. For every frame
+    pair (t, t+1) the anchor is slot k of video b at t+1; its positive is slot k of the same video at
+    t; the negatives are all other slots at t of every video in the batch (other slots of the same
+    video included; with batch_contrast=False only those). Logits are cosine similarities / temperature,
+    cross-entropy over the B*K candidates, averaged over anchors and frame pairs. One direction only
+    (t+1 -> t), as their code (cross-entropy over dim 1 of the (t, t+1) similarity matrix).
+    Returns 0 when T < 2.
+    """
+    B, T, K, D = slots.shape
+    if T < 2:
+        return slots.sum() * 0.0
+    z = F.normalize(slots, dim=-1)  # (B, T, K, D)
+    if batch_contrast:
+        z = z.transpose(0, 1).reshape(1, T, B * K, D)  # slot index b * K + k
+    cur, nxt = z[:, :-1], z[:, 1:]  # (B', T-1, S, D)
+    logits = nxt @ cur.transpose(-1, -2) / temperature  # (B', T-1, S, S): anchors (t+1) x cands (t)
+    S = logits.shape[-1]
+    labels = torch.arange(S, device=slots.device).repeat(logits.numel() // (S * S))
+    return F.cross_entropy(logits.reshape(-1, S), labels)
+
+
+def slot_distillation_loss(student_slots: torch.Tensor, teacher_slots: torch.Tensor) -> torch.Tensor:
+    """SlotMatch: mean over batch, frames and slots of 1 - cos(student slot k, teacher slot k).
+
+    student_slots, teacher_slots: (B, T, K, D) with the same D (give the student the teacher's slot
+    dim, or project it first). The teacher is detached here: gradients reach the student only.
+    """
+    if student_slots.shape != teacher_slots.shape:
+        raise ValueError(f"student slots {tuple(student_slots.shape)} and teacher slots "
+                         f"{tuple(teacher_slots.shape)} differ; project the student's slots first")
+    cos = F.cosine_similarity(student_slots, teacher_slots.detach(), dim=-1)  # (B, T, K)
+    return (1.0 - cos).mean()
+
+
+def feature_distillation_loss(student_reconstruction: torch.Tensor,
+                              teacher_reconstruction: torch.Tensor) -> torch.Tensor:
+    """Ablation: MSE between the decoders' reconstructions (B, T, N, F), teacher detached.
+
+    Both must have the same N and F. A student whose decoder outputs another feature size (e.g. the
+    ViT-S's 384 vs the ViT-B's 768) needs a projection (a Linear on its reconstruction) first.
+    """
+    if student_reconstruction.shape != teacher_reconstruction.shape:
+        raise ValueError(f"reconstructions differ in shape: {tuple(student_reconstruction.shape)} vs "
+                         f"{tuple(teacher_reconstruction.shape)}; project the student's first")
+    return F.mse_loss(student_reconstruction, teacher_reconstruction.detach())
+
+
+def mask_distillation_loss(student_masks: torch.Tensor, teacher_masks: torch.Tensor,
+                           eps: float = 1e-8) -> torch.Tensor:
+    """Ablation: KL(teacher || student) between the mask distributions over slots.
+
+    masks: (B, T, K, N), each summing to 1 over K (dim -2); teacher detached. Summed over slots,
+    averaged over batch, frames and patches. Both models need the same K and N.
+    """
+    if student_masks.shape != teacher_masks.shape:
+        raise ValueError(f"masks differ in shape: {tuple(student_masks.shape)} vs "
+                         f"{tuple(teacher_masks.shape)}")
+    t = teacher_masks.detach()
+    kl = t * (torch.log(t.clamp_min(eps)) - torch.log(student_masks.clamp_min(eps)))
+    return kl.sum(dim=-2).mean()

@@ -1,0 +1,199 @@
+"""Evaluation metrics of SlotContrast (Manasyan et al., 2024): video and per-frame FG-ARI, mBO.
+
+SlotContrast follows the VideoSAUR / SAVi conventions; this module reimplements the
+definitions of `martius-lab/slotcontrast`, file `slotcontrast/metrics.py` (classes
+`VideoARI`, `ImageARI`, `VideoIoU`/`ImageIoU` with `matching="overlap"`, all with
+`ignore_background=True`), on integer id maps instead of one-hot masks:
+
+- FG-ARI: adjusted Rand index between predicted ids and true instance ids, over the pixels
+  whose true id is not 0 (background). The video variant pools all pixels of all frames of a
+  video; the image variant scores each frame alone.
+- mBO (mean best overlap): for every true object (id > 0) present, the best IoU over the
+  predicted segments, averaged over the objects. Background is not an object, but the
+  predicted segments keep all their pixels: the union of segment j and object i counts the
+  pixels of j that lie on the background too (SlotContrast's `confusion_matrix` takes the
+  false positives over all points after dropping only the background *true* channel).
+
+Conventions (same as SlotContrast unless noted):
+- ARI is not clamped: it can be negative (worse than chance). When its denominator is 0 (both
+  labelings put all points in one cluster, or every point in its own cluster) it is 1.0.
+- A video (or, for the image variants, a frame) with no foreground pixels has nothing to score:
+  SlotContrast skips it; here its score is NaN, so aggregate with `torch.nanmean`.
+- Image variants return the per-video mean over the frames that have foreground. SlotContrast
+  averages the image metrics over all frames of the dataset instead (frames folded into the
+  batch); `per_frame=True` returns the (B, T) frame scores, whose nanmean over all entries is
+  exactly that figure.
+- Scores are float64 (as SlotContrast accumulates them), on the device of the inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "video_fg_ari",
+    "image_fg_ari",
+    "video_mbo",
+    "image_mbo",
+    "masks_to_ids",
+    "contingency",
+]
+
+
+def _check_ids(pred: Tensor, true: Tensor) -> None:
+    if not isinstance(pred, Tensor) or not isinstance(true, Tensor):
+        raise TypeError("pred and true must be torch tensors")
+    if pred.ndim != 4 or true.ndim != 4 or pred.shape != true.shape:
+        raise ValueError(
+            "expected pred and true id maps of the same shape (B, T, H, W), got "
+            f"pred {tuple(pred.shape)} and true {tuple(true.shape)}"
+        )
+    for name, x in (("pred", pred), ("true", true)):
+        if x.is_floating_point() or x.is_complex():
+            raise ValueError(f"{name} must hold integer ids, got dtype {x.dtype}")
+
+
+def _direct_size(ids: Tensor) -> int | None:
+    """max id + 1 if ids are non-negative (usable as table indices), else None."""
+    if not ids.numel():
+        return 1
+    lo, hi = (int(v) for v in torch.aminmax(ids))
+    return hi + 1 if lo >= 0 else None
+
+
+def contingency(pred: Tensor, true: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row contingency tables of true ids against predicted ids.
+
+    pred, true: (N, P) integer ids. Non-negative ids index the table directly when it stays
+    small (ids that never occur give zero rows or columns, which no metric counts); otherwise
+    ids are compacted over the whole batch with `torch.unique`, so any id values work.
+    Returns `table` (N, C, K) int64 counts of pixels with true id c and predicted id k, and
+    `foreground` (C,) bool, False for the row of true id 0.
+    """
+    n = pred.shape[0]
+    pred, true = pred.long(), true.long()
+    c, k = _direct_size(true), _direct_size(pred)
+    if c is not None and k is not None and n * c * k <= max(4 * pred.numel(), 1 << 22):
+        true_ids, true_idx, pred_idx = torch.arange(c, device=true.device), true, pred
+    else:
+        true_ids, true_idx = torch.unique(true, return_inverse=True)  # (C,), (N, P)
+        _, pred_idx = torch.unique(pred, return_inverse=True)  # (N, P)
+        c, k = true_ids.numel(), int(pred_idx.max()) + 1 if pred_idx.numel() else 1
+    rows = torch.arange(n, device=pred.device).unsqueeze(1)  # (N, 1)
+    flat = (rows * c + true_idx) * k + pred_idx  # (N, P)
+    table = torch.bincount(flat.reshape(-1), minlength=n * c * k).view(n, c, k)
+    return table, true_ids != 0
+
+
+def _fg_ari(pred: Tensor, true: Tensor) -> Tensor:
+    """FG-ARI per row of (N, P) id maps -> (N,) float64, NaN where no foreground."""
+    table, fg = contingency(pred, true)
+    nij = table[:, fg].to(torch.float64)  # (N, C_fg, K)
+    a = nij.sum(-1)  # (N, C_fg) object sizes
+    b = nij.sum(-2)  # (N, K) segment sizes within the foreground
+    n = a.sum(-1)  # (N,)
+    rindex = (nij * (nij - 1)).sum((-2, -1))
+    aindex = (a * (a - 1)).sum(-1)
+    bindex = (b * (b - 1)).sum(-1)
+    expected = aindex * bindex / (n * (n - 1)).clamp_min(1)
+    denominator = (aindex + bindex) / 2 - expected
+    ari = (rindex - expected) / torch.where(denominator != 0, denominator, 1.0)
+    ari = torch.where(denominator != 0, ari, 1.0)
+    return torch.where(n > 0, ari, math.nan)
+
+
+def _mbo(pred: Tensor, true: Tensor) -> Tensor:
+    """mBO per row of (N, P) id maps -> (N,) float64, NaN where no foreground object."""
+    table, fg = contingency(pred, true)
+    inter = table.to(torch.float64)  # (N, C, K)
+    n_true = inter.sum(-1)  # (N, C)
+    n_pred = inter.sum(-2)  # (N, K): all pixels, background included
+    union = n_true.unsqueeze(-1) + n_pred.unsqueeze(-2) - inter  # (N, C, K)
+    best = (inter / union.clamp_min(1)).amax(-1)  # (N, C)
+    present = fg.unsqueeze(0) & (n_true > 0)  # (N, C)
+    count = present.sum(-1)  # (N,)
+    total = torch.where(present, best, 0.0).sum(-1)
+    return torch.where(count > 0, total / count.clamp_min(1), math.nan)
+
+
+def _per_frame(fn, pred: Tensor, true: Tensor, per_frame: bool) -> Tensor:
+    b, t, h, w = pred.shape
+    scores = fn(pred.reshape(b * t, h * w), true.reshape(b * t, h * w)).view(b, t)  # (B, T)
+    return scores if per_frame else scores.nanmean(-1)
+
+
+def video_fg_ari(pred: Tensor, true: Tensor) -> Tensor:
+    """Video FG-ARI: ARI over all foreground pixels of all frames at once.
+
+    pred: (B, T, H, W) predicted ids (any non-negative ints); true: (B, T, H, W), 0 = background.
+    Returns (B,) float64; NaN for a video without foreground; can be negative.
+    """
+    _check_ids(pred, true)
+    b = pred.shape[0]
+    return _fg_ari(pred.reshape(b, -1), true.reshape(b, -1))
+
+
+def image_fg_ari(pred: Tensor, true: Tensor, per_frame: bool = False) -> Tensor:
+    """Image FG-ARI: ARI of each frame alone, averaged over the frames with foreground.
+
+    pred, true: (B, T, H, W). Returns (B,) float64 (NaN if no frame has foreground), or the
+    (B, T) frame scores (NaN on frames without foreground) with `per_frame=True`.
+    """
+    _check_ids(pred, true)
+    return _per_frame(_fg_ari, pred, true, per_frame)
+
+
+def video_mbo(pred: Tensor, true: Tensor) -> Tensor:
+    """Video mBO: per true object, the best IoU of a predicted segment over the whole video.
+
+    pred, true: (B, T, H, W). IoU counts every pixel of the predicted segment (background
+    included) in the union. Returns (B,) float64; NaN for a video without objects.
+    """
+    _check_ids(pred, true)
+    b = pred.shape[0]
+    return _mbo(pred.reshape(b, -1), true.reshape(b, -1))
+
+
+def image_mbo(pred: Tensor, true: Tensor, per_frame: bool = False) -> Tensor:
+    """Image mBO: mBO of each frame alone over the objects in that frame, averaged over frames.
+
+    pred, true: (B, T, H, W). Returns (B,) float64 (NaN if no frame has an object), or the
+    (B, T) frame scores with `per_frame=True`.
+    """
+    _check_ids(pred, true)
+    return _per_frame(_mbo, pred, true, per_frame)
+
+
+def masks_to_ids(masks: Tensor, size: tuple[int, int], chunk: int = 64) -> Tensor:
+    """Soft slot masks to hard ids at the ground truth's resolution, as SlotContrast does.
+
+    masks: (B, T, K, h, w) soft masks, or (B, T, K, N) masks over N patches (reshaped to h x w
+    with the aspect ratio of `size`, like SlotContrast's `Resizer(patch_inputs=True)`).
+    Each frame's masks are upsampled with `F.interpolate(mode="bilinear")` (align_corners=False,
+    no antialias), then the argmax over slots gives the id (ties go to the lower slot index).
+    `chunk` frames are resized at a time to bound memory. Returns (B, T, H, W) long.
+    """
+    if masks.ndim == 4:
+        b, t, k, n = masks.shape
+        ratio = size[1] / size[0]
+        h, w = int(math.sqrt(n / ratio)), int(math.sqrt(n * ratio))
+        if h * w != n:
+            raise ValueError(f"cannot reshape {n} patches to the aspect ratio of {tuple(size)}")
+        masks = masks.reshape(b, t, k, h, w)
+    if masks.ndim != 5:
+        raise ValueError(
+            f"expected masks of shape (B, T, K, h, w) or (B, T, K, N), got {tuple(masks.shape)}"
+        )
+    b, t, k, h, w = masks.shape
+    frames = masks.reshape(b * t, k, h, w)
+    if not frames.is_floating_point():
+        frames = frames.float()
+    ids = [
+        F.interpolate(frames[i : i + chunk], size=tuple(size), mode="bilinear").argmax(1)
+        for i in range(0, b * t, chunk)
+    ]  # each (chunk, H, W)
+    return torch.cat(ids).view(b, t, *size)

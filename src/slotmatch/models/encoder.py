@@ -1,0 +1,331 @@
+"""Frame encoders: images -> patch features on a grid, plus the reconstruction target.
+
+SlotContrast (Manasyan et al. 2024, Sec. 3 "Feature extraction"; code: martius-lab/slotcontrast,
+`TimmExtractor` + `FrameEncoder`) takes the output of the *last block* of a frozen DINOv2 ViT
+(config key `vit_block12`: `blocks.11`, before the final LayerNorm, CLS token dropped) both as the
+input of slot attention (after a 2-layer MLP, see `slotcontrast.py`) and as the reconstruction
+target. `TimmViTEncoder` is that backbone. It never asks timm to download anything: weights come from
+a local file or from the Hugging Face cache that timm would use.
+
+For the offline default, `CNNEncoder` is a small conv net trained jointly with the slots (no
+pretrained weights); it reconstructs `pixel_patch_target` (raw pixel patches, normalised per
+patch) because reconstructing its own trainable features would collapse.
+
+Every encoder maps (B, 3, H, W) images in [0, 1] to (B, N, D) tokens, N = h * w on a grid, and has
+`feature_dim`, `patch_size`, `frozen` and `grid_size(img_size) -> (h, w)`.
+"""
+
+import math
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+TARGET_TYPES = ("features", "pixels", "pixels_raw")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained encoder weights are not on this machine (and will not be downloaded)."""
+
+
+def _to_2tuple(x: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(x, int):
+        return (x, x)
+    h, w = x
+    return (int(h), int(w))
+
+
+class Encoder(nn.Module):
+    """Interface shared by all encoders: (B, 3, H, W) in [0, 1] -> (B, N, feature_dim)."""
+
+    feature_dim: int
+    patch_size: int
+    frozen: bool
+
+    def grid_size(self, img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+        """Token grid (h, w) for an input of img_size (int or (H, W))."""
+        H, W = _to_2tuple(img_size)
+        return (H // self.patch_size, W // self.patch_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reconstruction targets
+
+
+def pixel_patch_target(images: torch.Tensor, patch_size: int, normalize: bool = True,
+                       eps: float = 1e-6) -> torch.Tensor:
+    """Pixels of each non-overlapping patch, flattened; optionally normalised per patch (MAE-style).
+
+    images: (B, 3, H, W) in [0, 1] -> (B, N, 3 * p * p), N = (H // p) * (W // p), row-major grid.
+    """
+    p = patch_size
+    B, C, H, W = images.shape
+    h, w = H // p, W // p
+    x = images[:, :, : h * p, : w * p].reshape(B, C, h, p, w, p)
+    x = x.permute(0, 2, 4, 1, 3, 5).reshape(B, h * w, C * p * p)  # (B, N, 3*p*p)
+    if normalize:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        x = (x - mean) / (var + eps).sqrt()
+    return x
+
+
+def target_dim(target: str, encoder: Encoder) -> int:
+    """Feature size F of the reconstruction target for this encoder."""
+    if target == "features":
+        return encoder.feature_dim
+    if target in ("pixels", "pixels_raw"):
+        return 3 * encoder.patch_size ** 2
+    raise ValueError(f"unknown target {target!r}, expected one of {TARGET_TYPES}")
+
+
+def make_target(target: str, images: Optional[torch.Tensor], features: Optional[torch.Tensor],
+                patch_size: int) -> torch.Tensor:
+    """The tensor the decoder reconstructs, never carrying gradients.
+
+    images: (B, 3, H, W) or None; features: (B, N, D) backbone features or None -> (B, N, F).
+    "features": the (frozen) backbone features themselves (SlotContrast / DINOSAUR);
+    "pixels": pixel patches normalised per patch; "pixels_raw": pixel patches as they are.
+    """
+    if target == "features":
+        if features is None:
+            raise ValueError("target 'features' needs the backbone features")
+        return features.detach()
+    if target in ("pixels", "pixels_raw"):
+        if images is None:
+            raise ValueError(f"target {target!r} needs the input images")
+        with torch.no_grad():
+            return pixel_patch_target(images, patch_size, normalize=(target == "pixels"))
+    raise ValueError(f"unknown target {target!r}, expected one of {TARGET_TYPES}")
+
+
+# ----------------------------------------------------------------------------------------------
+# timm ViT (DINOv2) backbone
+
+
+def _hub_offline() -> bool:
+    """Offline unless HF_HUB_OFFLINE is explicitly set to a false value ("0", "false", "no")."""
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is None:
+        return True
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _how_to_provide(name: str, url: Optional[str], hf_id: Optional[str]) -> str:
+    lines = [
+        "Provide the weights in one of these ways:",
+        "  - encoder weights=/path/to/file: a timm state dict (.safetensors or .pth) "
+        "or the official DINOv2 .pth" + (f" ({url})" if url else ""),
+    ]
+    if hf_id:
+        lines.append(
+            f"  - put timm's file in the Hugging Face cache (e.g. on a machine with network: "
+            f"`hf download {hf_id} model.safetensors`, then copy ~/.cache/huggingface/hub)")
+        lines.append("  - or allow a download with HF_HUB_OFFLINE=0 and weights='timm'")
+    return "\n".join(lines)
+
+
+def _resolve_timm_cache(model: nn.Module, name: str) -> Path:
+    """Path of the cached HF hub file for this timm model; raise fast if it is not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    hf_id = cfg.get("hf_hub_id")
+    url = cfg.get("url")
+    if not hf_id:
+        raise WeightsNotFoundError(
+            f"timm model {name!r} has no Hugging Face hub id, so weights='timm' cannot find it.\n"
+            + _how_to_provide(name, url, None))
+    filename = cfg.get("hf_hub_filename") or "model.safetensors"
+    candidates = [filename] if filename != "model.safetensors" else [
+        "model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+    for fn in candidates:
+        path = try_to_load_from_cache(hf_id, fn)  # local lookup only, never the network
+        if isinstance(path, str) and os.path.isfile(path):
+            return Path(path)
+    if not _hub_offline():
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(hf_id, filename))
+    from huggingface_hub import constants
+
+    raise WeightsNotFoundError(
+        f"weights for timm model {name!r} ({hf_id}/{filename}) are not in the Hugging Face cache "
+        f"{constants.HF_HUB_CACHE}, and downloads are off (HF_HUB_OFFLINE unset or true).\n"
+        + _how_to_provide(name, url, hf_id))
+
+
+def load_state_dict_file(path: Union[str, Path]) -> dict:
+    """Read a state dict from .safetensors or a torch checkpoint; unwrap 'model'/'state_dict'."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"weight file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "teacher"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return sd
+
+
+def load_timm_weights(model: nn.Module, state_dict: dict, source: str = "") -> None:
+    """Load a timm or official-DINOv2 state dict into a timm model.
+
+    timm's own checkpoint filter maps DINOv2 keys (mask_token, w12/w3, registers) and resamples
+    pos_embed to the model's grid (bicubic). The classifier head may be dropped; nothing else.
+    """
+    import sys
+
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state_dict = filter_fn(state_dict, model)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith(("head.", "fc_norm.", "head_drop"))]
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"weights {source} do not fit the model: missing {missing[:8]}, "
+            f"unexpected {unexpected[:8]}")
+
+
+class TimmViTEncoder(Encoder):
+    """A timm ViT returning the patch tokens of one block (default: the last), prefix tokens dropped.
+
+    name: any timm ViT name (`vit_base_patch14_dinov2`, `vit_small_patch14_dinov2`, ...).
+    weights: None (random init), "timm" (timm's HF cache; download only if HF_HUB_OFFLINE=0),
+        or a path to a .safetensors / .pth file (timm keys or the official DINOv2 keys).
+    block: index of the block whose output is returned (None: last, SlotContrast's `vit_block12`).
+    final_norm: apply the ViT's final LayerNorm (SlotContrast: no).
+    model_kwargs: extra timm.create_model arguments (e.g. depth, embed_dim, num_heads, patch_size).
+    Input (B, 3, H, W) in [0, 1]; ImageNet normalisation is done inside.
+    """
+
+    def __init__(self, name: str, weights: Optional[str] = None, frozen: bool = True,
+                 img_size: Union[int, Sequence[int]] = 224, block: Optional[int] = None,
+                 final_norm: bool = False, model_kwargs: Optional[dict] = None):
+        super().__init__()
+        import timm
+
+        self.name = name
+        self.img_size = _to_2tuple(img_size)
+        kwargs = dict(model_kwargs or {})
+        self.vit = timm.create_model(name, pretrained=False, img_size=self.img_size,
+                                     num_classes=0, **kwargs)
+        if weights is not None:
+            if str(weights) == "timm":
+                path = _resolve_timm_cache(self.vit, name)
+            else:
+                path = Path(weights).expanduser()
+                if not path.is_file():
+                    cfg = getattr(self.vit, "pretrained_cfg", {}) or {}
+                    raise WeightsNotFoundError(
+                        f"encoder weight file not found: {path}\n"
+                        + _how_to_provide(name, cfg.get("url"), cfg.get("hf_hub_id")))
+            load_timm_weights(self.vit, load_state_dict_file(path), source=str(path))
+        self.weights = None if weights is None else str(weights)
+
+        depth = len(self.vit.blocks)
+        self.block = depth - 1 if block is None else (block % depth)
+        self.final_norm = final_norm
+        self.feature_dim = self.vit.embed_dim
+        ps = self.vit.patch_embed.patch_size
+        self.patch_size = ps[0] if isinstance(ps, (tuple, list)) else int(ps)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+        self.frozen = frozen
+        if frozen:
+            self.vit.requires_grad_(False)
+            self.vit.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.vit.eval()  # a frozen backbone stays in eval mode (no dropout / drop-path)
+        return self
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        (out,) = self.vit.forward_intermediates(
+            x, indices=[self.block], norm=self.final_norm, stop_early=True,
+            output_fmt="NLC", intermediates_only=True)
+        return out  # (B, N, D), prefix (cls / register) tokens already removed
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) in [0, 1] -> (B, N, D) patch tokens."""
+        if self.frozen:
+            with torch.no_grad():
+                return self._features(images)
+        return self._features(images)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small CNN trained from scratch (offline default)
+
+
+class CNNEncoder(Encoder):
+    """Small conv net trained jointly with the slots (Slot Attention paper / SAVi style).
+
+    log2(patch_size) stride-2 convs then stride-1 convs, ReLU; then a soft position embedding
+    (linear map of the (y, x, 1-y, 1-x) grid coordinates, Locatello et al. 2020) is added.
+    (B, 3, H, W) in [0, 1] -> (B, (H/p)*(W/p), channels).
+    """
+
+    def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
+                 kernel_size: int = 5, frozen: bool = False, img_size=None):
+        super().__init__()
+        n_down = int(round(math.log2(patch_size)))
+        if 2 ** n_down != patch_size or n_down > num_layers:
+            raise ValueError(f"patch_size must be a power of 2 <= 2**num_layers, got {patch_size}")
+        layers, c_in = [], 3
+        for i in range(num_layers):
+            stride = 2 if i < n_down else 1
+            layers += [nn.Conv2d(c_in, channels, kernel_size, stride, padding=kernel_size // 2),
+                       nn.ReLU(inplace=True)]
+            c_in = channels
+        self.convs = nn.Sequential(*layers)
+        self.pos = nn.Linear(4, channels)
+        self.feature_dim = channels
+        self.patch_size = patch_size
+        self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) in [0, 1] -> (B, N, C)."""
+        B, _, H, W = images.shape
+        p = self.patch_size
+        x = self.convs(images * 2.0 - 1.0)[:, :, : H // p, : W // p]  # (B, C, h, w)
+        h, w = x.shape[-2:]
+        ys = torch.linspace(0.0, 1.0, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(0.0, 1.0, w, device=x.device, dtype=x.dtype)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        grid = torch.stack([yy, xx, 1 - yy, 1 - xx], dim=-1).reshape(h * w, 4)
+        return x.flatten(2).transpose(1, 2) + self.pos(grid)  # (B, N, C)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def build_encoder(cfg: dict, img_size: Optional[Union[int, Sequence[int]]] = None) -> Encoder:
+    """Encoder from a config dict: {"name": "cnn", ...} or {"name": <timm ViT name>, ...}.
+
+    Remaining keys are the constructor's arguments; img_size fills in a missing cfg["img_size"].
+    """
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    if img_size is not None:
+        cfg.setdefault("img_size", img_size)
+    if name == "cnn":
+        cfg.pop("img_size", None)
+        return CNNEncoder(**cfg)
+    return TimmViTEncoder(name, **cfg)
