@@ -28,6 +28,46 @@ def cmd_show(a: argparse.Namespace) -> None:
     print(show_dataset(a.dataset, a.out, split=a.split, num_videos=a.videos, num_frames=a.frames))
 
 
+def _run_dir(a: argparse.Namespace, kind: str) -> str:
+    if a.out:
+        return a.out
+    name = os.path.splitext(os.path.basename(a.config))[0]
+    return os.path.join("runs", f"{name}-{kind}")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from slotmatch.config import load_config
+    from slotmatch.train import train
+
+    cfg = load_config(a.config, a.overrides)
+    last = train(cfg, _run_dir(a, "teacher"), resume=a.resume, progress=not a.quiet)
+    print(f"checkpoint: {last}")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from slotmatch.evaluate import evaluate_main
+
+    evaluate_main(a)
+
+
+def cmd_benchmark(a: argparse.Namespace) -> None:
+    from slotmatch.benchmark import benchmark_main
+
+    benchmark_main(a)
+
+
+def cmd_segment(a: argparse.Namespace) -> None:
+    from slotmatch.infer import segment_main
+
+    segment_main(a)
+
+
+def cmd_plot(a: argparse.Namespace) -> None:
+    from slotmatch.plots import plot_main
+
+    plot_main(a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slotmatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +93,53 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--videos", type=int, default=4)
     s.add_argument("--frames", type=int, default=6, help="frames per row in a PNG")
     s.set_defaults(func=cmd_show)
+    t = sub.add_parser("train", help="train the SlotContrast teacher (Lightning; checkpoints, logs, overlays)")
+    t.add_argument("--config", required=True, help="a YAML file or a bundled config name (e.g. movi-c-like)")
+    t.add_argument("--out", default=None, help="run directory (default runs/CONFIG-teacher)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_steps=100 data.batch_size=8")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="video FG-ARI and mBO of a checkpoint, beside the reference rows; HTML report")
+    e.add_argument("--checkpoint", required=True, help=".ckpt of a train/distill run, or exported .safetensors")
+    e.add_argument("--data", required=True, help="dataset directory")
+    e.add_argument("--split", default="validation")
+    e.add_argument("--out", default=None, help="report directory (default: next to the checkpoint's run)")
+    e.add_argument("--which", default="model", choices=["model", "teacher"],
+                   help="in a distillation checkpoint: the student (model) or the teacher")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--max-videos", type=int, default=None)
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("benchmark", help="parameters, throughput, latency and memory: teacher vs student, one run")
+    b.add_argument("--teacher", required=True, help="checkpoint, or config name/path (random weights)")
+    b.add_argument("--student", required=True, help="checkpoint, or config name/path; a config's `student` section "
+                                                     "is used when the same config is given for both")
+    b.add_argument("--out", default=None, help="bench.json")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--batch-size", type=int, default=8, help="the evaluation batch (videos)")
+    b.add_argument("--frames", type=int, default=4, help="clip length per video")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--masks-only", action=argparse.BooleanOptionalAction, default=True,
+                   help="time the inference path that computes only the masks (default) or the full decoder")
+    b.set_defaults(func=cmd_benchmark)
+
+    g2 = sub.add_parser("segment", help="segment a video file, a folder of frames or a folder of videos")
+    g2.add_argument("input")
+    g2.add_argument("--checkpoint", required=True)
+    g2.add_argument("--out", required=True)
+    g2.add_argument("--size", type=int, default=None, help="model input size (default: the checkpoint's)")
+    g2.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    g2.add_argument("--chunk", type=int, default=16, help="frames per chunk (memory stays constant)")
+    g2.add_argument("--gif", action="store_true", help="also write overlay.gif")
+    g2.set_defaults(func=cmd_segment)
+
+    pl = sub.add_parser("plot", help="training curves (loss terms, FG-ARI, mBO) of a run directory as PNGs")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots)")
+    pl.set_defaults(func=cmd_plot)
     return parser
 
 
@@ -60,9 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     from slotmatch.data.shards import DatasetError
 
     args = build_parser().parse_args(argv)
+    errors: tuple = (UserError, DatasetError, ValueError, FileNotFoundError)
+    if args.command not in ("generate", "show"):
+        from slotmatch.checkpoint import CheckpointError
+
+        errors += (CheckpointError,)
     try:
         args.func(args)
-    except (UserError, DatasetError, ValueError, FileNotFoundError) as e:
+    except errors as e:
         print(f"slotmatch {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,210 @@
+"""Training with Lightning: the SlotContrast teacher (`slotmatch train`).
+
+The module is thin: it calls the model and the losses, logs, and validates with the video metrics.
+`slotmatch distill` (distill.py) subclasses it to add the frozen teacher and the SlotMatch loss.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from slotmatch import losses, metrics
+from slotmatch.checkpoint import FORMAT, CheckpointError, read_checkpoint
+from slotmatch.data.dataset import open_dataset
+from slotmatch.models import build_model
+from slotmatch.references import reference_ids
+from slotmatch.visualize import overlay, save_image, upscale, video_grid
+
+TRAIN_DEFAULTS = dict(
+    max_steps=10000, lr=4e-4, warmup_steps=2500, decay_rate=0.5,  # SlotContrast: exp_decay_with_warmup
+    grad_clip=0.05, contrast_weight=0.5, temperature=0.1,  # SlotContrast configs/slotcontrast/movi_c.yaml
+    val_every=1000, checkpoint_every=500, log_every=10, num_val_videos=None, seed=0,
+    precision="32-true", devices=1, accelerator="auto",
+)
+
+
+def train_settings(cfg: dict) -> dict:
+    return {**TRAIN_DEFAULTS, **cfg.get("train", {})}
+
+
+def lr_factor(step: int, warmup: int, decay_rate: float, decay_steps: int) -> float:
+    """Linear warmup, then exponential decay: decay_rate ** (step / decay_steps) (SlotContrast's schedule)."""
+    return min(1.0, (step + 1) / max(warmup, 1)) * decay_rate ** (step / max(decay_steps, 1))
+
+
+class SlotContrastModule(L.LightningModule):
+    """Trains one SlotContrast model with reconstruction + slot-slot contrast (Manasyan et al., 2024, Eq. 4)."""
+
+    def __init__(self, cfg: dict, run_dir: str | None = None):
+        super().__init__()
+        self.cfg, self.run_dir = cfg, run_dir
+        self.ts = train_settings(cfg)
+        self.model = build_model(cfg["model"])
+        self.save_hyperparameters({"format": FORMAT, "cfg": cfg, "model_cfg": cfg["model"], "teacher_cfg": None})
+        self._val: list[dict] = []
+        self._references: dict | None = None
+
+    # ---- training ----
+    def compute_losses(self, batch: dict) -> dict:
+        out = self.model(batch["video"], features=batch.get("features"))
+        rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
+        con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
+        return {"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con, "out": out}
+
+    def training_step(self, batch, batch_idx):
+        terms = self.compute_losses(batch)
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "out"},
+                      prog_bar=True, batch_size=batch["video"].shape[0])
+        return terms["loss"]
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=self.ts["lr"])
+        ts = self.ts
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, ts["warmup_steps"], ts["decay_rate"], ts["max_steps"]))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- validation ----
+    def predict_ids(self, video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Predicted segment ids (B, T, H, W) at `size`: argmax of the decoder masks, bilinearly upsampled."""
+        out = self.model(video, masks_only=True)
+        return metrics.masks_to_ids(out["masks"], size)
+
+    def validation_step(self, batch, batch_idx):
+        true = batch["segmentations"]  # (B, T, H, W)
+        pred = self.predict_ids(batch["video"], true.shape[-2:])
+        scores = video_scores(pred, true)
+        self._val.append(scores)
+        if batch_idx == 0 and self.run_dir is not None:
+            self._save_overlay(batch["video"][:2], true[:2], pred[:2])
+        if self._references is None:
+            self._reference_batches = getattr(self, "_reference_batches", []) + [(batch["video"], true)]
+
+    def on_validation_epoch_end(self):
+        if not self._val:
+            return
+        agg = {k: float(np.nanmean(np.concatenate([v[k] for v in self._val]))) for k in self._val[0]}
+        self._val = []
+        self.log_dict({f"val/{k}": v for k, v in agg.items()}, prog_bar=False)
+        if self._references is None and getattr(self, "_reference_batches", None):
+            self._references = {}
+            k = self.model.cfg.num_slots
+            for name in ("grid", "kmeans-colour"):
+                rows = [video_scores(reference_ids(name, v.permute(0, 1, 3, 4, 2), k), t)
+                        for v, t in self._reference_batches]
+                for m in ("video_fg_ari", "video_mbo"):
+                    self._references[f"ref_{name}/{m}"] = float(np.nanmean(np.concatenate([r[m] for r in rows])))
+            self._reference_batches = []
+        if self._references:
+            self.log_dict(self._references)
+
+    def _save_overlay(self, video, true, pred):
+        frames = (video.permute(0, 1, 3, 4, 2).float().cpu().numpy() * 255).round().astype(np.uint8)
+        rows = []
+        for i in range(frames.shape[0]):
+            f = upscale(frames[i], max(1, 96 // frames.shape[2]))
+            factor = f.shape[1] // frames.shape[2]
+            rows += [f, upscale(overlay(frames[i], true[i].cpu().numpy()), factor),
+                     upscale(overlay(frames[i], pred[i].cpu().numpy() + 1, skip_background=False), factor)]
+        T = frames.shape[1]
+        idx = sorted(set(np.linspace(0, T - 1, min(T, 8)).round().astype(int).tolist()))
+        path = os.path.join(self.run_dir, "overlays", f"step_{self.global_step:07d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_image(video_grid(rows, idx), path)
+
+
+def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-video FG-ARI and mBO (video and image variants) as numpy arrays of B values."""
+    return {"video_fg_ari": metrics.video_fg_ari(pred, true).cpu().numpy(),
+            "video_mbo": metrics.video_mbo(pred, true).cpu().numpy(),
+            "image_fg_ari": metrics.image_fg_ari(pred, true).cpu().numpy(),
+            "image_mbo": metrics.image_mbo(pred, true).cpu().numpy()}
+
+
+# ---- data ----
+def make_loaders(cfg: dict) -> tuple[DataLoader, DataLoader]:
+    """Training clips (random windows) and whole validation videos, resized to the model's input."""
+    d = cfg["data"]
+    size = d.get("size")
+    train = open_dataset(d["path"], "train", clip_length=d.get("clip_length", 4), random_clip=True, size=size)
+    val = open_dataset(d["path"], "validation", clip_length=d.get("val_clip_length"), size=size)
+    n_val = train_settings(cfg).get("num_val_videos")
+    if n_val is not None and n_val < len(val):
+        val = torch.utils.data.Subset(val, range(n_val))
+    workers = d.get("num_workers", 0)
+    train_loader = DataLoader(train, batch_size=d.get("batch_size", 16), shuffle=True, drop_last=len(train) >= d.get("batch_size", 16),
+                              num_workers=workers, persistent_workers=workers > 0)
+    val_loader = DataLoader(val, batch_size=d.get("val_batch_size", 8), num_workers=0)
+    return train_loader, val_loader
+
+
+# ---- runs ----
+def prepare_run(cfg: dict, run_dir: str, resume: bool) -> str | None:
+    """Create run_dir with config.yaml; on resume, check the config matches and return the last checkpoint."""
+    os.makedirs(run_dir, exist_ok=True)
+    cfg_path = os.path.join(run_dir, "config.yaml")
+    last = os.path.join(run_dir, "checkpoints", "last.ckpt")
+    if os.path.exists(last) and not resume:
+        raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    if resume:
+        if not os.path.exists(last):
+            raise ValueError(f"{last}: no checkpoint to resume from")
+        hp = read_checkpoint(last)["hyper_parameters"]
+        if hp["model_cfg"] != cfg["model"]:
+            raise CheckpointError(f"{last}: checkpoint is from another model config than the one given "
+                                  f"(saved {hp['model_cfg']}, given {cfg['model']})")
+    with open(cfg_path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return last if resume else None
+
+
+def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    ts = train_settings(cfg)
+    ckpt = ModelCheckpoint(dirpath=os.path.join(run_dir, "checkpoints"), filename="step{step:07d}",
+                           auto_insert_metric_name=False, every_n_train_steps=ts["checkpoint_every"],
+                           save_last=True, save_top_k=1, monitor="step", mode="max")
+    # a resumed run logs into logs_1, logs_2, ...: Lightning's CSV logger would overwrite an earlier metrics.csv
+    n = 0
+    while os.path.exists(os.path.join(run_dir, "logs" if n == 0 else f"logs_{n}", "metrics.csv")):
+        n += 1
+    version = "logs" if n == 0 else f"logs_{n}"
+    loggers = [CSVLogger(run_dir, name="", version=version)]
+    try:
+        loggers.append(TensorBoardLogger(run_dir, name="", version="tensorboard", default_hp_metric=False))
+    except ModuleNotFoundError:  # tensorboard is optional at run time
+        pass
+    return L.Trainer(
+        max_steps=ts["max_steps"], val_check_interval=ts["val_every"], check_val_every_n_epoch=None,
+        gradient_clip_val=ts["grad_clip"], log_every_n_steps=ts["log_every"], callbacks=[ckpt], logger=loggers,
+        accelerator=ts["accelerator"], devices=ts["devices"], precision=ts["precision"],
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=run_dir,
+    )
+
+
+def fit(module: L.LightningModule, cfg: dict, run_dir: str, resume: bool = False, progress: bool = True) -> str:
+    """Run (or resume) training; returns the path of the final checkpoint (run_dir/checkpoints/last.ckpt)."""
+    ckpt_path = prepare_run(cfg, run_dir, resume)
+    L.seed_everything(train_settings(cfg)["seed"], workers=True, verbose=False)
+    train_loader, val_loader = make_loaders(cfg)
+    trainer = make_trainer(cfg, run_dir, progress)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    last = os.path.join(run_dir, "checkpoints", "last.ckpt")
+    trainer.save_checkpoint(last)
+    return last
+
+
+def train(cfg: dict, run_dir: str, resume: bool = False, progress: bool = True) -> str:
+    """Train the SlotContrast teacher described by `cfg` into `run_dir`."""
+    return fit(SlotContrastModule(cfg, run_dir), cfg, run_dir, resume, progress)

@@ -1,0 +1,87 @@
+"""Teacher training: a few Lightning steps, checkpoints that load safely, resume, config checks, export."""
+
+import os
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from slotmatch.checkpoint import CheckpointError, export_safetensors, load_model, read_checkpoint
+from slotmatch.train import lr_factor, train
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tiny_dataset, tmp_path_factory):
+    run = str(tmp_path_factory.mktemp("runs") / "teacher")
+    cfg = tiny_config(tiny_dataset)
+    last = train(cfg, run, progress=False)
+    return cfg, run, last
+
+
+def test_run_writes_checkpoints_logs_and_overlays(teacher_run):
+    cfg, run, last = teacher_run
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)  # safe loading works
+    assert ckpt["global_step"] == 4
+    assert os.path.exists(os.path.join(run, "logs", "metrics.csv"))
+    assert os.path.exists(os.path.join(run, "config.yaml"))
+    assert sorted(os.listdir(os.path.join(run, "overlays"))) == ["step_0000002.png", "step_0000004.png"]
+    header = open(os.path.join(run, "logs", "metrics.csv")).readline()
+    for col in ("train/loss", "val/video_fg_ari", "val/video_mbo", "ref_grid/video_fg_ari"):
+        assert col in header
+
+
+def test_resume_continues_from_last_checkpoint(teacher_run, tmp_path):
+    cfg, run, last = teacher_run
+    import shutil
+
+    copy = str(tmp_path / "resumed")
+    shutil.copytree(run, copy)
+    cfg6 = tiny_config(cfg["data"]["path"], max_steps=6)
+    last6 = train(cfg6, copy, resume=True, progress=False)
+    assert read_checkpoint(last6)["global_step"] == 6
+    assert os.path.exists(os.path.join(copy, "logs", "metrics.csv"))  # the first part of the curves is kept
+    assert os.path.exists(os.path.join(copy, "logs_1", "metrics.csv"))
+    with pytest.raises(ValueError, match="--resume"):
+        train(cfg6, copy, progress=False)  # an existing run is never overwritten silently
+
+
+def test_resume_with_another_model_config_is_refused(teacher_run, tmp_path):
+    cfg, run, last = teacher_run
+    import shutil
+
+    copy = str(tmp_path / "other")
+    shutil.copytree(run, copy)
+    other = tiny_config(cfg["data"]["path"])
+    other["model"]["num_slots"] = 5
+    with pytest.raises(CheckpointError, match="another model config"):
+        train(other, copy, resume=True, progress=False)
+
+
+def test_load_model_and_export_give_the_same_masks(teacher_run, tmp_path):
+    cfg, run, last = teacher_run
+    model, loaded_cfg = load_model(last)
+    assert loaded_cfg["model"] == cfg["model"]
+    out = str(tmp_path / "teacher.safetensors")
+    export_safetensors(last, out)
+    small, _ = load_model(out)
+    video = torch.rand(1, 3, 3, 32, 32)
+    with torch.no_grad():
+        a = model(video, masks_only=True)["masks"]
+        b = small(video, masks_only=True)["masks"]
+    assert torch.allclose(a, b, atol=2e-2)  # fp16 export
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="x.ckpt"):
+        load_model(str(bad))
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="not a slotmatch checkpoint"):
+        load_model(str(tmp_path / "other.ckpt"))
+
+
+def test_lr_schedule_warms_up_then_decays():
+    assert lr_factor(0, 10, 0.5, 100) == pytest.approx(0.1 * 0.5 ** 0)
+    assert lr_factor(9, 10, 0.5, 100) == pytest.approx(0.5 ** 0.09)
+    assert lr_factor(100, 10, 0.5, 100) == pytest.approx(0.5)
