@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(VENV)/bin/slotmatch generate --preset movi-c-like --out $(DEMO)/data --num-train 16 --num-val 8 --frames 12 --size 64
