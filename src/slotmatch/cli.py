@@ -44,6 +44,15 @@ def cmd_train(a: argparse.Namespace) -> None:
     print(f"checkpoint: {last}")
 
 
+def cmd_distill(a: argparse.Namespace) -> None:
+    from slotmatch.config import load_config
+    from slotmatch.distill import distill
+
+    cfg = load_config(a.config, a.overrides)
+    last = distill(cfg, a.teacher, _run_dir(a, "student"), resume=a.resume, progress=not a.quiet)
+    print(f"checkpoint: {last}")
+
+
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from slotmatch.evaluate import evaluate_main
 
@@ -100,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_steps=100 data.batch_size=8")
     t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("distill", help="SlotMatch: distil a trained teacher into the config's lightweight student")
+    d.add_argument("--config", required=True, help="a YAML file or a bundled config name; its `student` and "
+                                                    "`distill` sections set the student and the loss weights")
+    d.add_argument("--teacher", required=True, help="the teacher's checkpoint (from slotmatch train)")
+    d.add_argument("--out", default=None, help="run directory (default runs/CONFIG-student)")
+    d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.add_argument("overrides", nargs="*", help="config overrides, e.g. distill.beta=0 distill.mask_kd=1")
+    d.set_defaults(func=cmd_distill)
 
     e = sub.add_parser("evaluate", help="video FG-ARI and mBO of a checkpoint, beside the reference rows; HTML report")
     e.add_argument("--checkpoint", required=True, help=".ckpt of a train/distill run, or exported .safetensors")

@@ -147,7 +147,7 @@ def make_loaders(cfg: dict) -> tuple[DataLoader, DataLoader]:
 
 
 # ---- runs ----
-def prepare_run(cfg: dict, run_dir: str, resume: bool) -> str | None:
+def prepare_run(cfg: dict, run_dir: str, resume: bool, model_cfg: dict | None = None) -> str | None:
     """Create run_dir with config.yaml; on resume, check the config matches and return the last checkpoint."""
     os.makedirs(run_dir, exist_ok=True)
     cfg_path = os.path.join(run_dir, "config.yaml")
@@ -158,9 +158,10 @@ def prepare_run(cfg: dict, run_dir: str, resume: bool) -> str | None:
         if not os.path.exists(last):
             raise ValueError(f"{last}: no checkpoint to resume from")
         hp = read_checkpoint(last)["hyper_parameters"]
-        if hp["model_cfg"] != cfg["model"]:
+        model_cfg = cfg["model"] if model_cfg is None else model_cfg
+        if hp["model_cfg"] != model_cfg:
             raise CheckpointError(f"{last}: checkpoint is from another model config than the one given "
-                                  f"(saved {hp['model_cfg']}, given {cfg['model']})")
+                                  f"(saved {hp['model_cfg']}, given {model_cfg})")
     with open(cfg_path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     return last if resume else None
@@ -193,9 +194,10 @@ def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
     )
 
 
-def fit(module: L.LightningModule, cfg: dict, run_dir: str, resume: bool = False, progress: bool = True) -> str:
+def fit(module: L.LightningModule, cfg: dict, run_dir: str, resume: bool = False, progress: bool = True,
+        model_cfg: dict | None = None) -> str:
     """Run (or resume) training; returns the path of the final checkpoint (run_dir/checkpoints/last.ckpt)."""
-    ckpt_path = prepare_run(cfg, run_dir, resume)
+    ckpt_path = prepare_run(cfg, run_dir, resume, model_cfg)
     L.seed_everything(train_settings(cfg)["seed"], workers=True, verbose=False)
     train_loader, val_loader = make_loaders(cfg)
     trainer = make_trainer(cfg, run_dir, progress)

@@ -1,0 +1,132 @@
+"""SlotMatch distillation (Grigore et al., 2025): a light student learns from a frozen SlotContrast teacher.
+
+    L = L_rec + alpha * L_slot-contrast + beta * L_slot-KD,   L_slot-KD = mean_{b,t,k} 1 - cos(s_btk, t_btk)
+
+Student slot k is pulled to teacher slot k: both models start every video from fixed learned slot
+initialisations, and the student's are copied from the teacher's at the start of distillation
+(`distill.copy_slot_init`), so index k means the same object in both from step 0 — no matching step.
+The ablation terms the paper found redundant are switches: `feature_kd` (student decoder output vs
+the teacher's, through a linear map when their sizes differ) and `mask_kd` (KL between the two
+models' decoder masks). beta = 0 trains the same student alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slotmatch import losses
+from slotmatch.checkpoint import CheckpointError, load_model, read_checkpoint
+from slotmatch.config import merge
+from slotmatch.models import build_model
+from slotmatch.train import FORMAT, SlotContrastModule, fit, video_scores
+
+DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, feature_kd=0.0, mask_kd=0.0, copy_slot_init=True)
+
+
+def distill_settings(cfg: dict) -> dict:
+    return {**DISTILL_DEFAULTS, **cfg.get("distill", {})}
+
+
+def student_config(cfg: dict) -> dict:
+    """The student's model config: the config's `model` with its `student` overrides."""
+    return merge(cfg["model"], cfg.get("student", {}))
+
+
+class SlotMatchModule(SlotContrastModule):
+    """Trains the student (`self.model`) against the frozen teacher (`self.teacher`)."""
+
+    def __init__(self, cfg: dict, teacher_checkpoint: str, run_dir: str | None = None):
+        cfg = merge(cfg, {"distill": {"teacher_checkpoint": teacher_checkpoint}})
+        student_cfg = student_config(cfg)
+        super().__init__(merge(cfg, {"model": student_cfg}), run_dir)
+        self.cfg = cfg
+        self.ds = distill_settings(cfg)
+        teacher, teacher_run_cfg = load_model(teacher_checkpoint)
+        teacher_cfg = read_checkpoint(teacher_checkpoint)["hyper_parameters"]["model_cfg"] \
+            if not teacher_checkpoint.endswith(".safetensors") else teacher_run_cfg["model"]
+        for key in ("num_slots", "slot_dim"):
+            if teacher_cfg.get(key) != student_cfg.get(key):
+                raise CheckpointError(f"{teacher_checkpoint}: teacher has {key}={teacher_cfg.get(key)}, the "
+                                      f"student {student_cfg.get(key)}: SlotMatch compares slot k with slot k")
+        self.teacher = teacher.requires_grad_(False).eval()
+        if self.ds["copy_slot_init"]:
+            with torch.no_grad():
+                self.model.initializer.slots.copy_(self.teacher.initializer.slots)
+        self.feature_proj = None
+        if self.ds["feature_kd"] > 0 and self.model.target_dim != self.teacher.target_dim:
+            self.feature_proj = nn.Linear(self.model.target_dim, self.teacher.target_dim)
+        self.save_hyperparameters({"format": FORMAT, "cfg": cfg, "model_cfg": student_cfg, "teacher_cfg": teacher_cfg})
+        self._teacher_val: list[dict] = []
+        self._teacher_scores: dict | None = None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # frozen: dropout/norm statistics never change
+        return self
+
+    def compute_losses(self, batch: dict) -> dict:
+        out = self.model(batch["video"])
+        with torch.no_grad():
+            t_out = self.teacher(batch["video"], masks_only=self.ds["feature_kd"] == 0)
+        rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
+        con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
+        kd = losses.slot_distillation_loss(out["slots"], t_out["slots"])
+        terms = {"rec": rec, "contrast": con, "kd": kd}
+        loss = rec + self.ds["alpha"] * con + self.ds["beta"] * kd
+        if self.ds["feature_kd"] > 0:
+            s_rec = out["reconstruction"] if self.feature_proj is None else self.feature_proj(out["reconstruction"])
+            terms["feature_kd"] = losses.feature_distillation_loss(s_rec, t_out["reconstruction"])
+            loss = loss + self.ds["feature_kd"] * terms["feature_kd"]
+        if self.ds["mask_kd"] > 0:
+            t_masks = match_grid(t_out["masks"], t_out["mask_grid"], out["mask_grid"])
+            terms["mask_kd"] = losses.mask_distillation_loss(out["masks"], t_masks)
+            loss = loss + self.ds["mask_kd"] * terms["mask_kd"]
+        return {"loss": loss, **terms, "out": out}
+
+    def configure_optimizers(self):
+        conf = super().configure_optimizers()
+        if self.feature_proj is not None:
+            conf["optimizer"].add_param_group({"params": self.feature_proj.parameters()})
+        return conf
+
+    def validation_step(self, batch, batch_idx):
+        super().validation_step(batch, batch_idx)
+        if self._teacher_scores is None:  # the teacher is frozen: score it once
+            with torch.no_grad():
+                out = self.teacher(batch["video"], masks_only=True)
+            from slotmatch.metrics import masks_to_ids
+
+            pred = masks_to_ids(out["masks"], batch["segmentations"].shape[-2:])
+            self._teacher_val.append(video_scores(pred, batch["segmentations"]))
+
+    def on_validation_epoch_end(self):
+        if self._teacher_scores is None and self._teacher_val:
+            self._teacher_scores = {f"teacher/{k}": float(np.nanmean(np.concatenate([v[k] for v in self._teacher_val])))
+                                    for k in self._teacher_val[0]}
+            self._teacher_val = []
+        if self._teacher_scores:
+            self.log_dict(self._teacher_scores)
+        super().on_validation_epoch_end()
+
+
+def match_grid(masks: torch.Tensor, grid: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
+    """Resize masks (B, T, K, h*w) from `grid` to the `target` grid (bilinear, renormalised over slots)."""
+    if tuple(grid) == tuple(target):
+        return masks
+    B, T, K, _ = masks.shape
+    m = F.interpolate(masks.reshape(B * T, K, *grid), size=tuple(target), mode="bilinear", align_corners=False)
+    m = m / m.sum(1, keepdim=True).clamp_min(1e-8)
+    return m.reshape(B, T, K, -1)
+
+
+def distill(cfg: dict, teacher_checkpoint: str, run_dir: str, resume: bool = False, progress: bool = True) -> str:
+    """Distil the teacher checkpoint into the config's student; returns the student's last checkpoint."""
+    if resume:  # the teacher is inside the run's checkpoint; the argument must name the same file
+        hp = read_checkpoint(f"{run_dir}/checkpoints/last.ckpt")["hyper_parameters"]
+        saved = hp["cfg"].get("distill", {}).get("teacher_checkpoint")
+        teacher_checkpoint = teacher_checkpoint or saved
+    module = SlotMatchModule(cfg, teacher_checkpoint, run_dir)
+    return fit(module, module.cfg, run_dir, resume, progress, model_cfg=student_config(cfg))

@@ -1,0 +1,99 @@
+"""SlotMatch distillation: the KD loss, a frozen teacher, resume, the ablation switches."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from slotmatch.checkpoint import CheckpointError, load_model, read_checkpoint
+from slotmatch.distill import SlotMatchModule, distill
+from slotmatch.models import count_parameters
+from slotmatch.train import train
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tiny_dataset, tmp_path_factory):
+    return train(tiny_config(tiny_dataset), str(tmp_path_factory.mktemp("t") / "teacher"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def student_run(tiny_dataset, teacher_ckpt, tmp_path_factory):
+    run = str(tmp_path_factory.mktemp("s") / "student")
+    return run, distill(tiny_config(tiny_dataset), teacher_ckpt, run, progress=False)
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"video": torch.rand(2, 2, 3, 32, 32, generator=g)}
+
+
+def test_student_is_smaller_and_starts_from_the_teachers_slot_inits(tiny_dataset, teacher_ckpt):
+    m = SlotMatchModule(tiny_config(tiny_dataset), teacher_ckpt)
+    assert torch.equal(m.model.initializer.slots, m.teacher.initializer.slots)
+    assert count_parameters(m.model)["total"] < count_parameters(m.teacher)["total"]
+    assert not any(p.requires_grad for p in m.teacher.parameters())
+
+
+def test_teacher_weights_do_not_change_and_get_no_gradient(tiny_dataset, teacher_ckpt):
+    m = SlotMatchModule(tiny_config(tiny_dataset), teacher_ckpt)
+    before = {k: v.clone() for k, v in m.teacher.state_dict().items()}
+    opt = m.configure_optimizers()["optimizer"]
+    m.train()
+    assert not m.teacher.training  # the teacher stays in eval mode
+    for i in range(3):
+        loss = m.compute_losses(_batch(i))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(p.grad is None for p in m.teacher.parameters())
+    assert all(torch.equal(before[k], v) for k, v in m.teacher.state_dict().items())
+
+
+def test_every_ablation_switch_changes_the_loss(tiny_dataset, teacher_ckpt):
+    def terms(**distill):
+        cfg = tiny_config(tiny_dataset)
+        cfg["distill"].update(distill)
+        torch.manual_seed(0)
+        m = SlotMatchModule(cfg, teacher_ckpt)
+        torch.manual_seed(0)
+        m.model.load_state_dict(base.model.state_dict())
+        return {k: float(v) for k, v in m.compute_losses(_batch()).items() if k != "out"}
+
+    torch.manual_seed(0)
+    base = SlotMatchModule(tiny_config(tiny_dataset), teacher_ckpt)
+    ref = terms()
+    assert set(ref) >= {"rec", "contrast", "kd"} and ref["kd"] > 0
+    no_kd = terms(beta=0.0)
+    assert no_kd["loss"] == pytest.approx(ref["loss"] - ref["kd"], rel=1e-5)
+    feat = terms(feature_kd=1.0)
+    assert "feature_kd" in feat and feat["loss"] == pytest.approx(ref["loss"] + feat["feature_kd"], rel=1e-5)
+    mask = terms(mask_kd=1.0)
+    assert "mask_kd" in mask and mask["loss"] == pytest.approx(ref["loss"] + mask["mask_kd"], rel=1e-5)
+
+
+def test_distillation_run_saves_student_and_teacher(student_run):
+    run, last = student_run
+    assert read_checkpoint(last)["global_step"] == 4
+    student, _ = load_model(last)
+    teacher, _ = load_model(last, which="teacher")
+    assert count_parameters(student)["total"] < count_parameters(teacher)["total"]
+    header = open(os.path.join(run, "logs", "metrics.csv")).readline()
+    for col in ("train/kd", "val/video_mbo", "teacher/video_mbo"):
+        assert col in header
+
+
+def test_distillation_resumes_from_a_checkpoint(student_run, tiny_dataset, teacher_ckpt, tmp_path):
+    run, _ = student_run
+    copy = str(tmp_path / "resumed")
+    shutil.copytree(run, copy)
+    last = distill(tiny_config(tiny_dataset, max_steps=6), teacher_ckpt, copy, resume=True, progress=False)
+    assert read_checkpoint(last)["global_step"] == 6
+
+
+def test_teacher_with_other_slots_is_refused(tiny_dataset, teacher_ckpt):
+    cfg = tiny_config(tiny_dataset)
+    cfg["student"]["num_slots"] = 5
+    with pytest.raises(CheckpointError, match="num_slots"):
+        SlotMatchModule(cfg, teacher_ckpt)
