@@ -38,6 +38,8 @@ def student_config(cfg: dict) -> dict:
 class SlotMatchModule(SlotContrastModule):
     """Trains the student (`self.model`) against the frozen teacher (`self.teacher`)."""
 
+    uses_feature_cache = False  # the teacher needs the frames
+
     def __init__(self, cfg: dict, teacher_checkpoint: str, run_dir: str | None = None):
         cfg = merge(cfg, {"distill": {"teacher_checkpoint": teacher_checkpoint}})
         student_cfg = student_config(cfg)

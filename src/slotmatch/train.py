@@ -25,7 +25,7 @@ from slotmatch.visualize import overlay, save_image, upscale, video_grid
 TRAIN_DEFAULTS = dict(
     max_steps=10000, lr=4e-4, warmup_steps=2500, decay_rate=0.5,  # SlotContrast: exp_decay_with_warmup
     grad_clip=0.05, contrast_weight=0.5, temperature=0.1,  # SlotContrast configs/slotcontrast/movi_c.yaml
-    val_every=1000, checkpoint_every=500, log_every=10, num_val_videos=None, seed=0,
+    val_every=1000, checkpoint_every=500, log_every=10, num_val_videos=None, seed=0, feature_cache=False,
     precision="32-true", devices=1, accelerator="auto",
 )
 
@@ -42,6 +42,8 @@ def lr_factor(step: int, warmup: int, decay_rate: float, decay_steps: int) -> fl
 class SlotContrastModule(L.LightningModule):
     """Trains one SlotContrast model with reconstruction + slot-slot contrast (Manasyan et al., 2024, Eq. 4)."""
 
+    uses_feature_cache = True  # training batches may be cached encoder features instead of videos
+
     def __init__(self, cfg: dict, run_dir: str | None = None):
         super().__init__()
         self.cfg, self.run_dir = cfg, run_dir
@@ -53,15 +55,15 @@ class SlotContrastModule(L.LightningModule):
 
     # ---- training ----
     def compute_losses(self, batch: dict) -> dict:
-        out = self.model(batch["video"], features=batch.get("features"))
+        out = self.model(batch.get("video"), features=batch.get("features"))
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
         return {"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con, "out": out}
 
     def training_step(self, batch, batch_idx):
         terms = self.compute_losses(batch)
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "out"},
-                      prog_bar=True, batch_size=batch["video"].shape[0])
+        n = (batch["video"] if "video" in batch else batch["features"]).shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "out"}, prog_bar=True, batch_size=n)
         return terms["loss"]
 
     def configure_optimizers(self):
@@ -130,11 +132,23 @@ def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray
 
 
 # ---- data ----
-def make_loaders(cfg: dict) -> tuple[DataLoader, DataLoader]:
-    """Training clips (random windows) and whole validation videos, resized to the model's input."""
+def make_loaders(cfg: dict, model=None, progress: bool = True) -> tuple[DataLoader, DataLoader]:
+    """Training clips (random windows) and whole validation videos, resized to the model's input.
+
+    With `train.feature_cache: true` and a frozen encoder, training clips are cached encoder features
+    (built on first use under `data.path/cache`), so the backbone never runs during training."""
     d = cfg["data"]
     size = d.get("size")
     train = open_dataset(d["path"], "train", clip_length=d.get("clip_length", 4), random_clip=True, size=size)
+    if train_settings(cfg).get("feature_cache") and model is not None:
+        if not model.encoder.frozen or model.target_type != "features":
+            raise ValueError("train.feature_cache needs a frozen encoder whose features are the target")
+        from slotmatch.data.feature_cache import CachedFeatureDataset, build_feature_cache, cache_path
+
+        whole = open_dataset(d["path"], "train", size=size)
+        path = cache_path(d.get("cache_dir") or os.path.join(d["path"], "cache"), cfg["model"], whole, "train")
+        build_feature_cache(model.encoder, whole, path, progress=progress)
+        train = CachedFeatureDataset(path, clip_length=d.get("clip_length", 4), random_clip=True)
     val = open_dataset(d["path"], "validation", clip_length=d.get("val_clip_length"), size=size)
     n_val = train_settings(cfg).get("num_val_videos")
     if n_val is not None and n_val < len(val):
@@ -199,7 +213,7 @@ def fit(module: L.LightningModule, cfg: dict, run_dir: str, resume: bool = False
     """Run (or resume) training; returns the path of the final checkpoint (run_dir/checkpoints/last.ckpt)."""
     ckpt_path = prepare_run(cfg, run_dir, resume, model_cfg)
     L.seed_everything(train_settings(cfg)["seed"], workers=True, verbose=False)
-    train_loader, val_loader = make_loaders(cfg)
+    train_loader, val_loader = make_loaders(cfg, module.model if module.uses_feature_cache else None, progress)
     trainer = make_trainer(cfg, run_dir, progress)
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     last = os.path.join(run_dir, "checkpoints", "last.ckpt")

@@ -1,0 +1,74 @@
+"""Feature cache for frozen encoders: compute a dataset's encoder features once, reuse them every epoch.
+
+A frozen backbone (DINOv2 in the paper) gives the same features for a frame at every step, yet it is
+most of a training step's cost. `build_feature_cache` runs it once over whole videos and stores float16
+features (V, T, N, D) in one .npy file named by a hash of (encoder config, input size, dataset
+manifest, split); `CachedFeatureDataset` then serves random clips of features, with no decoding and no
+encoder. Written to `.tmp` and renamed when complete, so a killed build is redone, never half-used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from slotmatch.data.dataset import select_clip
+
+
+def cache_path(cache_dir: str, model_cfg: dict, dataset, split: str) -> str:
+    """Path of the cache file for this encoder, input size and dataset split."""
+    ident = {"encoder": model_cfg["encoder"], "img_size": model_cfg.get("img_size"), "split": split,
+             "manifest": {k: v for k, v in getattr(dataset, "manifest", {}).items() if k not in ("seconds", "software")},
+             "size": getattr(dataset, "size", None)}
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, f"features-{split}-{digest}.npy")
+
+
+@torch.no_grad()
+def build_feature_cache(encoder: torch.nn.Module, dataset, path: str, batch_size: int = 4,
+                        device: str | torch.device = "cpu", progress: bool = True) -> str:
+    """Encode every frame of `dataset` (whole videos of equal length) into the float16 array at `path`."""
+    if os.path.exists(path):
+        return path
+    from tqdm import tqdm
+
+    first = dataset[0]["video"]  # (T, 3, H, W)
+    T = first.shape[0]
+    N, D = encoder(first[:1].to(device)).shape[1:]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(dataset), T, N, D))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=0)
+    i = 0
+    for batch in tqdm(loader, desc="feature cache", unit="batch", disable=not progress):
+        video = batch["video"]  # (B, T, 3, H, W)
+        if video.shape[1] != T:
+            raise ValueError(f"{path}: the feature cache needs videos of equal length ({T} vs {video.shape[1]})")
+        feats = encoder(video.flatten(0, 1).to(device))  # (B*T, N, D)
+        arr[i:i + video.shape[0]] = feats.unflatten(0, video.shape[:2]).cpu().half().numpy()
+        i += video.shape[0]
+    arr.flush()
+    del arr
+    os.replace(tmp, path)
+    return path
+
+
+class CachedFeatureDataset(Dataset):
+    """Random (or first) clips of cached features: samples {"features": (T, N, D) float32, "key"}."""
+
+    def __init__(self, path: str, clip_length: int | None = None, random_clip: bool = False):
+        self.path, self.clip_length, self.random_clip = path, clip_length, random_clip
+        self.features = np.load(path, mmap_mode="r")  # (V, T, N, D)
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        clip = select_clip(self.features.shape[1], self.clip_length, self.random_clip)
+        return {"features": torch.from_numpy(np.asarray(self.features[index, clip], dtype=np.float32)),
+                "key": str(index)}
