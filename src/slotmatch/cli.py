@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     g2.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     g2.add_argument("--chunk", type=int, default=16, help="frames per chunk (memory stays constant)")
     g2.add_argument("--gif", action="store_true", help="also write overlay.gif")
+    g2.add_argument("--which", default="model", choices=["model", "teacher"],
+                    help="in a distillation checkpoint: the student (model) or the teacher")
     g2.set_defaults(func=cmd_segment)
 
     pl = sub.add_parser("plot", help="training curves (loss terms, FG-ARI, mBO) of a run directory as PNGs")
