@@ -70,7 +70,7 @@ class SlotMatchModule(SlotContrastModule):
         return self
 
     def compute_losses(self, batch: dict) -> dict:
-        out = self.model(batch["video"])
+        out = self.model(batch["video"], depth=batch.get("depth"))
         with torch.no_grad():
             t_out = self.teacher(batch["video"], masks_only=self.ds["feature_kd"] == 0)
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])

@@ -26,6 +26,7 @@ TRAIN_DEFAULTS = dict(
     max_steps=10000, lr=4e-4, warmup_steps=2500, decay_rate=0.5,  # SlotContrast: exp_decay_with_warmup
     grad_clip=0.05, contrast_weight=0.5, temperature=0.1,  # SlotContrast configs/slotcontrast/movi_c.yaml
     val_every=1000, checkpoint_every=500, log_every=10, num_val_videos=None, seed=0, feature_cache=False,
+    max_time=None,  # wall-clock budget "DD:HH:MM:SS": stop (and checkpoint) when it is spent
     precision="32-true", devices=1, accelerator="auto",
 )
 
@@ -55,7 +56,7 @@ class SlotContrastModule(L.LightningModule):
 
     # ---- training ----
     def compute_losses(self, batch: dict) -> dict:
-        out = self.model(batch.get("video"), features=batch.get("features"))
+        out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"))
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
         return {"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con, "out": out}
@@ -139,7 +140,9 @@ def make_loaders(cfg: dict, model=None, progress: bool = True) -> tuple[DataLoad
     (built on first use under `data.path/cache`), so the backbone never runs during training."""
     d = cfg["data"]
     size = d.get("size")
-    train = open_dataset(d["path"], "train", clip_length=d.get("clip_length", 4), random_clip=True, size=size)
+    depth = "depth" in str(cfg["model"].get("target"))
+    train = open_dataset(d["path"], "train", clip_length=d.get("clip_length", 4), random_clip=True, size=size,
+                         **({"with_depth": True} if depth else {}))
     if train_settings(cfg).get("feature_cache") and model is not None:
         if not model.encoder.frozen or model.target_type != "features":
             raise ValueError("train.feature_cache needs a frozen encoder whose features are the target")
@@ -200,7 +203,7 @@ def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
     except ModuleNotFoundError:  # tensorboard is optional at run time
         pass
     return L.Trainer(
-        max_steps=ts["max_steps"], val_check_interval=ts["val_every"], check_val_every_n_epoch=None,
+        max_steps=ts["max_steps"], max_time=ts["max_time"], val_check_interval=ts["val_every"], check_val_every_n_epoch=None,
         gradient_clip_val=ts["grad_clip"], log_every_n_steps=ts["log_every"], callbacks=[ckpt], logger=loggers,
         accelerator=ts["accelerator"], devices=ts["devices"], precision=ts["precision"],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,

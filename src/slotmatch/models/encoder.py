@@ -27,7 +27,7 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TARGET_TYPES = ("features", "pixels", "pixels_raw")
+TARGET_TYPES = ("features", "pixels", "pixels_raw", "depth", "pixels_raw+depth")
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -76,23 +76,48 @@ def pixel_patch_target(images: torch.Tensor, patch_size: int, normalize: bool = 
     return x
 
 
+def depth_patch_target(depth: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Log depth of each patch, centred per frame and scaled to unit-ish range (SAVi++-style depth target).
+
+    depth: (B, H, W) positive distances -> (B, N, p * p).
+    """
+    p = patch_size
+    B, H, W = depth.shape
+    h, w = H // p, W // p
+    d = torch.log(depth[:, : h * p, : w * p].clamp_min(1e-3))
+    d = (d - d.mean(dim=(1, 2), keepdim=True)) * 4.0
+    return d.reshape(B, h, p, w, p).permute(0, 1, 3, 2, 4).reshape(B, h * w, p * p)
+
+
 def target_dim(target: str, encoder: Encoder) -> int:
     """Feature size F of the reconstruction target for this encoder."""
     if target == "features":
         return encoder.feature_dim
     if target in ("pixels", "pixels_raw"):
         return 3 * encoder.patch_size ** 2
+    if target == "depth":
+        return encoder.patch_size ** 2
+    if target == "pixels_raw+depth":
+        return 4 * encoder.patch_size ** 2
     raise ValueError(f"unknown target {target!r}, expected one of {TARGET_TYPES}")
 
 
 def make_target(target: str, images: Optional[torch.Tensor], features: Optional[torch.Tensor],
-                patch_size: int) -> torch.Tensor:
+                patch_size: int, depth: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The tensor the decoder reconstructs, never carrying gradients.
 
     images: (B, 3, H, W) or None; features: (B, N, D) backbone features or None -> (B, N, F).
     "features": the (frozen) backbone features themselves (SlotContrast / DINOSAUR);
-    "pixels": pixel patches normalised per patch; "pixels_raw": pixel patches as they are.
+    "pixels": pixel patches normalised per patch; "pixels_raw": pixel patches as they are;
+    "depth": log-depth patches (depth (B, H, W) from the generator's --with-depth);
+    "pixels_raw+depth": both, concatenated.
     """
+    if target in ("depth", "pixels_raw+depth"):
+        if depth is None:
+            raise ValueError(f"target {target!r} needs depth maps (generate the data with --with-depth)")
+        with torch.no_grad():
+            d = depth_patch_target(depth, patch_size)
+            return d if target == "depth" else torch.cat([pixel_patch_target(images, patch_size, False), d], -1)
     if target == "features":
         if features is None:
             raise ValueError("target 'features' needs the backbone features")
