@@ -31,3 +31,13 @@ def tiny_config(data_path: str, **train) -> dict:
         "train": {"max_steps": 4, "val_every": 2, "checkpoint_every": 2, "warmup_steps": 2, "num_val_videos": 2,
                   "log_every": 1, **train},
     })
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_run(tiny_dataset, tmp_path_factory):
+    """A tiny teacher trained 4 steps (validated at steps 2 and 4): (config, run dir, last checkpoint)."""
+    from slotmatch.train import train
+
+    run = str(tmp_path_factory.mktemp("runs") / "tiny-teacher")
+    cfg = tiny_config(tiny_dataset, max_steps=4, val_every=2)
+    return cfg, run, train(cfg, run, progress=False)
