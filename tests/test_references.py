@@ -78,3 +78,14 @@ def test_fast_enough():
 def test_cuda(name):
     ids = reference_ids(name, random_video().cuda(), 4)
     assert ids.is_cuda and ids.shape == (2, 3, 16, 12)
+
+
+def test_a_videos_ids_do_not_depend_on_its_batch():
+    from slotmatch.references import reference_ids
+
+    g = torch.Generator().manual_seed(1)
+    video = torch.rand(3, 2, 8, 8, 3, generator=g)
+    for name in ("kmeans-colour", "kmeans-colour-position"):
+        together = reference_ids(name, video, 4)
+        alone = torch.cat([reference_ids(name, video[i : i + 1], 4) for i in range(3)])
+        assert torch.equal(together, alone)

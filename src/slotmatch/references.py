@@ -46,8 +46,11 @@ def kmeans(
     x: (B, N, D) float points, one independent problem per batch row. Centres are fitted on at
     most `max_fit_points` points per row (sampled with replacement with a generator seeded by
     `seed`), then every point is assigned to its nearest centre. Empty clusters keep their centre.
+    Rows are solved one at a time with the same seed, so a row's result does not depend on the batch.
     """
     b, n, d = x.shape
+    if b > 1:  # each row on its own, with its own generator: a video's ids never depend on its batch
+        return torch.cat([kmeans(x[i : i + 1], k, seed, iters, max_fit_points, tol) for i in range(b)])
     x = x.float()
     g = torch.Generator(device=x.device).manual_seed(seed)
     rows = torch.arange(b, device=x.device).unsqueeze(1)  # (B, 1)
