@@ -56,5 +56,16 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
             if not isinstance(node.setdefault(p, {}), dict):
                 raise ValueError(f"override {item!r}: {p} is not a section")
             node = node[p]
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = parse_value(value)
     return cfg
+
+
+def parse_value(text: str):
+    """A command-line value as YAML, except that numbers like `1e-3` (a string to YAML 1.1) are floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
