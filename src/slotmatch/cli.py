@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--masks-only", action=argparse.BooleanOptionalAction, default=True,
                    help="time the inference path that computes only the masks (default) or the full decoder")
+    b.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA, or a CPU with bf16 support)")
     b.set_defaults(func=cmd_benchmark)
 
     g2 = sub.add_parser("segment", help="segment a video file, a folder of frames or a folder of videos")
