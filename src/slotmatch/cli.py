@@ -25,7 +25,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
 def cmd_show(a: argparse.Namespace) -> None:
     from slotmatch.show import show_dataset
 
-    print(show_dataset(a.dataset, a.out, split=a.split, num_videos=a.videos, num_frames=a.frames))
+    print(show_dataset(a.dataset, a.out, split=a.split, num_videos=a.videos, num_frames=a.frames, raw=a.raw))
 
 
 def _run_dir(a: argparse.Namespace, kind: str) -> str:
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", help="write a preview (PNG grid or GIF) of a dataset with its masks")
     s.add_argument("dataset")
-    s.add_argument("--out", required=True, help="preview.png or preview.gif")
+    s.add_argument("--out", required=True, help="preview.png, preview.gif or clip.mp4")
+    s.add_argument("--raw", action="store_true", help="frames only, no masks (GIF/mp4)")
     s.add_argument("--split", default="train")
     s.add_argument("--videos", type=int, default=4)
     s.add_argument("--frames", type=int, default=6, help="frames per row in a PNG")

@@ -10,8 +10,11 @@ from slotmatch.data.dataset import open_dataset
 from slotmatch.visualize import overlay, save_gif, save_image, upscale, video_grid
 
 
-def show_dataset(root: str, out: str, split: str = "train", num_videos: int = 4, num_frames: int = 6) -> str:
-    """Write a PNG grid (frames and overlays for a few videos) or, for a .gif path, an animation."""
+def show_dataset(root: str, out: str, split: str = "train", num_videos: int = 4, num_frames: int = 6,
+                 raw: bool = False) -> str:
+    """Write a PNG grid (frames and overlays for a few videos) or, for a .gif/.mp4 path, an animation.
+
+    raw: frames only, without the masks (e.g. an mp4 to try `slotmatch segment` on)."""
     ds = open_dataset(root, split)
     n = min(num_videos, len(ds))
     if n == 0:
@@ -24,10 +27,18 @@ def show_dataset(root: str, out: str, split: str = "train", num_videos: int = 4,
         factor = max(1, 128 // frames.shape[1])
         frames, over = upscale(frames, factor), upscale(overlay(frames, ids), factor)
         rows += [frames, over]
-        anim.append(np.concatenate([frames, over], axis=2))  # (T, H, 2W, 3)
+        anim.append(frames if raw else np.concatenate([frames, over], axis=2))  # (T, H, W or 2W, 3)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if out.lower().endswith(".gif"):
         save_gif(np.concatenate(anim, axis=1), out)
+    elif out.lower().endswith(".mp4"):
+        from slotmatch.infer import Mp4Writer
+
+        clip = np.concatenate(anim, axis=0)  # videos one after another
+        writer = Mp4Writer(out, fps=12, size=clip.shape[1:3])
+        for frame in clip:
+            writer.write(frame)
+        writer.close()
     else:
         T = rows[0].shape[0]
         idx = sorted(set(np.linspace(0, T - 1, min(num_frames, T)).round().astype(int).tolist()))
