@@ -281,7 +281,7 @@ def test_missing_weights_fail_fast_and_clearly(tmp_path, no_network, monkeypatch
     t0 = time.perf_counter()
     with pytest.raises(WeightsNotFoundError, match="dinov2_vitb14_pretrain.pth") as err:
         TimmViTEncoder(VIT_NAME, weights=str(missing), img_size=28, model_kwargs=TINY_VIT)
-    assert time.perf_counter() - t0 < 2.0
+    assert time.perf_counter() - t0 < 10.0  # fails fast: no minute of hub retries (tiny model, generous bound)
     assert "weights=" in str(err.value)
     # weights="timm" with an empty HF cache: no download, a clear error
     from huggingface_hub import constants
@@ -290,7 +290,7 @@ def test_missing_weights_fail_fast_and_clearly(tmp_path, no_network, monkeypatch
     t0 = time.perf_counter()
     with pytest.raises(WeightsNotFoundError, match="timm/vit_small_patch14_dinov2"):
         TimmViTEncoder(VIT_NAME, weights="timm", img_size=28, model_kwargs=TINY_VIT)
-    assert time.perf_counter() - t0 < 2.0
+    assert time.perf_counter() - t0 < 10.0  # fails fast: no minute of hub retries (tiny model, generous bound)
 
 
 def test_timm_weights_from_hf_cache(tmp_path, no_network, monkeypatch):
