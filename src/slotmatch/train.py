@@ -184,6 +184,20 @@ def prepare_run(cfg: dict, run_dir: str, resume: bool, model_cfg: dict | None = 
     return last if resume else None
 
 
+def quiet_lightning() -> None:
+    """Hide Lightning's notices that do not concern slotmatch users (tips, device banners, and warnings
+    about choices made on purpose: a frozen encoder or teacher in eval mode, clips that are not resumable)."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (r".*LeafSpec.*", r".*smaller than the logging interval.*", r".*module\(s\) in eval mode.*",
+                    r".*exists and is not empty.*", r".*dataloader is not resumable.*", r".*dirpath has changed.*",
+                    r".*does not have many workers.*", r".*litlogger.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -215,12 +229,13 @@ def fit(module: L.LightningModule, cfg: dict, run_dir: str, resume: bool = False
         model_cfg: dict | None = None) -> str:
     """Run (or resume) training; returns the path of the final checkpoint (run_dir/checkpoints/last.ckpt)."""
     ckpt_path = prepare_run(cfg, run_dir, resume, model_cfg)
+    quiet_lightning()
     L.seed_everything(train_settings(cfg)["seed"], workers=True, verbose=False)
     train_loader, val_loader = make_loaders(cfg, module.model if module.uses_feature_cache else None, progress)
     trainer = make_trainer(cfg, run_dir, progress)
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     last = os.path.join(run_dir, "checkpoints", "last.ckpt")
-    trainer.save_checkpoint(last)
+    trainer.save_checkpoint(last, weights_only=False)  # full state: a later --resume continues from here
     return last
 
 
