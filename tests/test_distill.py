@@ -97,3 +97,45 @@ def test_teacher_with_other_slots_is_refused(tiny_dataset, teacher_ckpt):
     cfg["student"]["num_slots"] = 5
     with pytest.raises(CheckpointError, match="num_slots"):
         SlotMatchModule(cfg, teacher_ckpt)
+
+
+def test_student_alone_starts_from_its_own_slots_and_skips_the_teacher(tiny_dataset, teacher_ckpt):
+    cfg = tiny_config(tiny_dataset)
+    cfg["distill"]["beta"] = 0.0
+    m = SlotMatchModule(cfg, teacher_ckpt)
+    assert not torch.equal(m.model.initializer.slots, m.teacher.initializer.slots)
+    calls = []
+    m.teacher.register_forward_hook(lambda *a: calls.append(1))
+    assert float(m.compute_losses(_batch())["kd"]) == 0.0 and not calls
+
+
+def test_feature_projection_is_optimised_with_the_schedule(tiny_dataset, teacher_ckpt):
+    cfg = tiny_config(tiny_dataset)
+    m = SlotMatchModule(cfg, teacher_ckpt)
+    m.feature_proj = torch.nn.Linear(3, 3)  # as built when the two decoders' outputs differ in size
+    conf = m.configure_optimizers()
+    conf["optimizer"].step()
+    conf["lr_scheduler"]["scheduler"].step()  # one param group: the projection follows the schedule too
+    ids = {id(p) for g in conf["optimizer"].param_groups for p in g["params"]}
+    assert all(id(p) in ids for p in m.feature_proj.parameters())
+
+
+def test_resume_with_another_teacher_or_settings_is_refused(student_run, tiny_dataset, teacher_ckpt, tmp_path):
+    run, _ = student_run
+    copy = str(tmp_path / "r")
+    shutil.copytree(run, copy)
+    other = str(tmp_path / "other.ckpt")
+    shutil.copy(teacher_ckpt, other)
+    with pytest.raises(CheckpointError, match="distils"):
+        distill(tiny_config(tiny_dataset, max_steps=6), other, copy, resume=True, progress=False)
+    cfg = tiny_config(tiny_dataset, max_steps=6)
+    cfg["distill"]["mask_kd"] = 1.0
+    with pytest.raises(CheckpointError, match="other distill settings"):
+        distill(cfg, teacher_ckpt, copy, resume=True, progress=False)
+
+
+def test_a_typo_in_the_config_is_an_error(tiny_dataset, teacher_ckpt):
+    cfg = tiny_config(tiny_dataset)
+    cfg["distill"]["betta"] = 1.0
+    with pytest.raises(ValueError, match="distill.betta"):
+        SlotMatchModule(cfg, teacher_ckpt)

@@ -148,3 +148,10 @@ def test_rerun_with_other_arguments_is_refused(tmp_path):
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="movi-a-like"):
         get_preset("movi-z")
+
+
+def test_impossible_arguments_are_refused_before_anything_is_written(tmp_path):
+    root = tmp_path / "bad"
+    with pytest.raises(ValueError, match="--videos-per-shard"):
+        generate_dataset(str(root), GenerateArgs(preset="movi-a-like", videos_per_shard=0), progress=False)
+    assert not root.exists()

@@ -85,3 +85,14 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_factor(0, 10, 0.5, 100) == pytest.approx(0.1 * 0.5 ** 0)
     assert lr_factor(9, 10, 0.5, 100) == pytest.approx(0.5 ** 0.09)
     assert lr_factor(100, 10, 0.5, 100) == pytest.approx(0.5)
+
+
+def test_config_typos_are_errors(tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset)
+    cfg["train"]["max_step"] = 10
+    with pytest.raises(ValueError, match="train.max_step"):
+        train(cfg, str(tmp_path / "a"), progress=False)
+    cfg = tiny_config(tiny_dataset)
+    cfg["model"]["num_slot"] = 5
+    with pytest.raises(ValueError, match="num_slot"):
+        train(cfg, str(tmp_path / "b"), progress=False)

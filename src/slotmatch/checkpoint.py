@@ -46,6 +46,8 @@ def load_model(path: str, which: str = "model", device: str | torch.device = "cp
     or "teacher" (the frozen teacher inside a distillation checkpoint).
     """
     if path.endswith(".safetensors"):
+        if which != "model":
+            raise CheckpointError(f"{path}: exported weights hold one model; there is no {which} inside")
         state, cfg = _read_safetensors(path)
         model_cfg = cfg["model"]
     else:
@@ -67,7 +69,9 @@ def build_model_for_state(model_cfg: dict, state: dict, path: str):
         model_cfg["encoder"]["weights"] = None  # the checkpoint carries them: no file or hub needed
     model = build_model(model_cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k.startswith("encoder.") and not has_encoder)]
+    pretrained = isinstance(model_cfg.get("encoder"), dict) and model_cfg["encoder"].get("weights") is not None
+    # an export without the encoder is complete only when the encoder's weights come from a file or the hub
+    missing = [k for k in missing if not (k.startswith("encoder.") and not has_encoder and pretrained)]
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the model of its config "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -12,7 +12,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 def config_path(name_or_path: str) -> str:
     """A config file path: the argument itself if it exists, else a bundled config called that."""
-    if os.path.exists(name_or_path):
+    if os.path.isfile(name_or_path):
         return name_or_path
     bundled = os.path.join(CONFIG_DIR, name_or_path if name_or_path.endswith(".yaml") else name_or_path + ".yaml")
     if os.path.exists(bundled):
@@ -24,8 +24,11 @@ def config_path(name_or_path: str) -> str:
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict:
     """Read a YAML config (following `base: other.yaml` inheritance) and apply overrides."""
     path = config_path(name_or_path)
-    with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: a config must be a YAML mapping")
     base = cfg.pop("base", None)

@@ -12,6 +12,9 @@ models' decoder masks). beta = 0 trains the same student alone.
 
 from __future__ import annotations
 
+import os
+
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,11 +26,18 @@ from slotmatch.config import merge
 from slotmatch.models import build_model
 from slotmatch.train import FORMAT, SlotContrastModule, fit, video_scores
 
-DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, feature_kd=0.0, mask_kd=0.0, copy_slot_init=True)
+DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, feature_kd=0.0, mask_kd=0.0, copy_slot_init=None, teacher_checkpoint=None)
 
 
 def distill_settings(cfg: dict) -> dict:
-    return {**DISTILL_DEFAULTS, **cfg.get("distill", {})}
+    """Loss weights and switches; copy_slot_init defaults to on, and to off for beta = 0 (the student alone)."""
+    from slotmatch.train import check_keys
+
+    check_keys(cfg.get("distill", {}), DISTILL_DEFAULTS, "distill")
+    ds = {**DISTILL_DEFAULTS, **cfg.get("distill", {})}
+    if ds["copy_slot_init"] is None:
+        ds["copy_slot_init"] = ds["beta"] > 0
+    return ds
 
 
 def student_config(cfg: dict) -> dict:
@@ -49,10 +59,11 @@ class SlotMatchModule(SlotContrastModule):
         teacher, teacher_run_cfg = load_model(teacher_checkpoint)
         teacher_cfg = read_checkpoint(teacher_checkpoint)["hyper_parameters"]["model_cfg"] \
             if not teacher_checkpoint.endswith(".safetensors") else teacher_run_cfg["model"]
-        for key in ("num_slots", "slot_dim"):
-            if teacher_cfg.get(key) != student_cfg.get(key):
-                raise CheckpointError(f"{teacher_checkpoint}: teacher has {key}={teacher_cfg.get(key)}, the "
-                                      f"student {student_cfg.get(key)}: SlotMatch compares slot k with slot k")
+        for key in ("num_slots", "slot_dim"):  # compare the built models: configs may leave defaults implicit
+            t, s = getattr(teacher.cfg, key), getattr(self.model.cfg, key)
+            if t != s:
+                raise CheckpointError(f"{teacher_checkpoint}: teacher has {key}={t}, the student {s}: "
+                                      "SlotMatch compares slot k of one with slot k of the other")
         self.teacher = teacher.requires_grad_(False).eval()
         if self.ds["copy_slot_init"]:
             with torch.no_grad():
@@ -71,11 +82,12 @@ class SlotMatchModule(SlotContrastModule):
 
     def compute_losses(self, batch: dict) -> dict:
         out = self.model(batch["video"], depth=batch.get("depth"))
+        needs_teacher = self.ds["beta"] > 0 or self.ds["feature_kd"] > 0 or self.ds["mask_kd"] > 0
         with torch.no_grad():
-            t_out = self.teacher(batch["video"], masks_only=self.ds["feature_kd"] == 0)
+            t_out = self.teacher(batch["video"], masks_only=self.ds["feature_kd"] == 0) if needs_teacher else None
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
-        kd = losses.slot_distillation_loss(out["slots"], t_out["slots"])
+        kd = losses.slot_distillation_loss(out["slots"], t_out["slots"]) if needs_teacher else rec.new_zeros(())
         terms = {"rec": rec, "contrast": con, "kd": kd}
         loss = rec + self.ds["alpha"] * con + self.ds["beta"] * kd
         if self.ds["feature_kd"] > 0:
@@ -88,11 +100,9 @@ class SlotMatchModule(SlotContrastModule):
             loss = loss + self.ds["mask_kd"] * terms["mask_kd"]
         return {"loss": loss, **terms, "out": out}
 
-    def configure_optimizers(self):
-        conf = super().configure_optimizers()
-        if self.feature_proj is not None:
-            conf["optimizer"].add_param_group({"params": self.feature_proj.parameters()})
-        return conf
+    def trainable_parameters(self) -> list:
+        extra = [] if self.feature_proj is None else list(self.feature_proj.parameters())
+        return super().trainable_parameters() + extra
 
     def validation_step(self, batch, batch_idx):
         super().validation_step(batch, batch_idx)
@@ -127,8 +137,15 @@ def match_grid(masks: torch.Tensor, grid: tuple[int, int], target: tuple[int, in
 def distill(cfg: dict, teacher_checkpoint: str, run_dir: str, resume: bool = False, progress: bool = True) -> str:
     """Distil the teacher checkpoint into the config's student; returns the student's last checkpoint."""
     if resume:  # the teacher is inside the run's checkpoint; the argument must name the same file
-        hp = read_checkpoint(f"{run_dir}/checkpoints/last.ckpt")["hyper_parameters"]
+        last = f"{run_dir}/checkpoints/last.ckpt"
+        hp = read_checkpoint(last)["hyper_parameters"]
         saved = hp["cfg"].get("distill", {}).get("teacher_checkpoint")
+        if teacher_checkpoint and saved and os.path.abspath(teacher_checkpoint) != os.path.abspath(saved):
+            raise CheckpointError(f"{last}: this run distils {saved}, not {teacher_checkpoint}")
         teacher_checkpoint = teacher_checkpoint or saved
+        if hp["cfg"].get("distill") and {k: v for k, v in hp["cfg"]["distill"].items() if k != "teacher_checkpoint"} != \
+                {k: v for k, v in cfg.get("distill", {}).items() if k != "teacher_checkpoint"}:
+            raise CheckpointError(f"{last}: this run used other distill settings ({hp['cfg']['distill']})")
+    L.seed_everything(cfg.get("train", {}).get("seed", 0), workers=True, verbose=False)
     module = SlotMatchModule(cfg, teacher_checkpoint, run_dir)
     return fit(module, module.cfg, run_dir, resume, progress, model_cfg=student_config(cfg))

@@ -31,7 +31,21 @@ TRAIN_DEFAULTS = dict(
 )
 
 
+DATA_KEYS = {"path", "preset", "size", "clip_length", "batch_size", "val_batch_size", "val_clip_length",
+             "num_workers", "cache_dir"}
+
+
+def check_keys(section: dict, known, where: str) -> None:
+    """A typo in a config key is an error, not a silently ignored setting."""
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(where + '.' + k for k in unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+
+
 def train_settings(cfg: dict) -> dict:
+    check_keys(cfg.get("train", {}), TRAIN_DEFAULTS, "train")
+    check_keys(cfg.get("data", {}), DATA_KEYS, "data")
     return {**TRAIN_DEFAULTS, **cfg.get("train", {})}
 
 
@@ -67,9 +81,12 @@ class SlotContrastModule(L.LightningModule):
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "out"}, prog_bar=True, batch_size=n)
         return terms["loss"]
 
+    def trainable_parameters(self) -> list:
+        """What the optimizer updates (the frozen encoder and, in distillation, the teacher excluded)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=self.ts["lr"])
+        opt = torch.optim.Adam(self.trainable_parameters(), lr=self.ts["lr"])
         ts = self.ts
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, ts["warmup_steps"], ts["decay_rate"], ts["max_steps"]))
@@ -150,7 +167,11 @@ def make_loaders(cfg: dict, model=None, progress: bool = True) -> tuple[DataLoad
 
         whole = open_dataset(d["path"], "train", size=size)
         path = cache_path(d.get("cache_dir") or os.path.join(d["path"], "cache"), cfg["model"], whole, "train")
-        build_feature_cache(model.encoder, whole, path, progress=progress)
+        ts = train_settings(cfg)
+        device = "cuda" if torch.cuda.is_available() and ts["accelerator"] in ("auto", "gpu", "cuda") else "cpu"
+        encoder_device = next(model.encoder.parameters()).device
+        build_feature_cache(model.encoder.to(device), whole, path, device=device, progress=progress)
+        model.encoder.to(encoder_device)
         train = CachedFeatureDataset(path, clip_length=d.get("clip_length", 4), random_clip=True)
     val = open_dataset(d["path"], "validation", clip_length=d.get("val_clip_length"), size=size)
     n_val = train_settings(cfg).get("num_val_videos")
@@ -241,4 +262,5 @@ def fit(module: L.LightningModule, cfg: dict, run_dir: str, resume: bool = False
 
 def train(cfg: dict, run_dir: str, resume: bool = False, progress: bool = True) -> str:
     """Train the SlotContrast teacher described by `cfg` into `run_dir`."""
+    L.seed_everything(train_settings(cfg)["seed"], workers=True, verbose=False)  # before the weights exist
     return fit(SlotContrastModule(cfg, run_dir), cfg, run_dir, resume, progress)

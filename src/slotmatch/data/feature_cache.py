@@ -22,7 +22,12 @@ from slotmatch.data.dataset import select_clip
 
 def cache_path(cache_dir: str, model_cfg: dict, dataset, split: str) -> str:
     """Path of the cache file for this encoder, input size and dataset split."""
-    ident = {"encoder": model_cfg["encoder"], "img_size": model_cfg.get("img_size"), "split": split,
+    weights = model_cfg["encoder"].get("weights")
+    stamp = None
+    if weights and os.path.isfile(str(weights)):  # a new file at the same path gets a new cache
+        st = os.stat(weights)
+        stamp = [st.st_size, st.st_mtime_ns]
+    ident = {"encoder": model_cfg["encoder"], "weights_file": stamp, "img_size": model_cfg.get("img_size"), "split": split,
              "manifest": {k: v for k, v in getattr(dataset, "manifest", {}).items() if k not in ("seconds", "software")},
              "size": getattr(dataset, "size", None)}
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

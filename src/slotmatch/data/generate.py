@@ -39,6 +39,15 @@ class GenerateArgs:
     videos_per_shard: int = 25
     with_depth: bool = False
 
+    def check(self) -> None:
+        """Refuse impossible arguments before anything is written."""
+        for name in ("frames", "size", "videos_per_shard"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("num_train", "num_val"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
     def num_videos(self, split: str) -> int:
         return self.num_train if split == "train" else self.num_val
 
@@ -97,6 +106,7 @@ def _render_shard(root: str, args: GenerateArgs, task: tuple[str, int, int, int]
 def generate_dataset(root: str, args: GenerateArgs, workers: int = 1, progress: bool = True) -> dict:
     """Render (or finish rendering) the dataset described by `args` into `root`; return the manifest."""
     get_preset(args.preset)  # fail fast on an unknown preset
+    args.check()
     os.makedirs(root, exist_ok=True)
     args_path = os.path.join(root, ARGS_FILE)
     if os.path.exists(args_path):

@@ -186,6 +186,12 @@ def build_model(cfg: Union[dict, SlotContrastConfig, None] = None) -> SlotContra
     preset = cfg.pop("preset", None)
     if preset is not None:
         cfg = {**PAPER_PRESETS[preset], **cfg}
+    from dataclasses import fields
+
+    unknown = sorted(set(cfg) - {f.name for f in fields(SlotContrastConfig)})
+    if unknown:
+        raise ValueError(f"unknown model config key(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(f.name for f in fields(SlotContrastConfig))}")
     if "decoder_hidden" in cfg:
         cfg["decoder_hidden"] = tuple(cfg["decoder_hidden"])
     if isinstance(cfg.get("img_size"), list):
