@@ -139,3 +139,14 @@ def test_a_typo_in_the_config_is_an_error(tiny_dataset, teacher_ckpt):
     cfg["distill"]["betta"] = 1.0
     with pytest.raises(ValueError, match="distill.betta"):
         SlotMatchModule(cfg, teacher_ckpt)
+
+
+def test_teacher_gets_the_depth_maps_for_feature_distillation(tiny_dataset, teacher_ckpt):
+    cfg = tiny_config(tiny_dataset)
+    cfg["distill"]["feature_kd"] = 1.0
+    m = SlotMatchModule(cfg, teacher_ckpt)
+    seen = []
+    m.teacher.register_forward_hook(lambda mod, args, kwargs, out: seen.append(kwargs.get("depth")), with_kwargs=True)
+    batch = dict(_batch(), depth=torch.rand(2, 2, 32, 32) + 1)
+    m.compute_losses(batch)
+    assert seen and seen[0] is batch["depth"]  # a depth-target teacher can build its reconstruction target
