@@ -23,6 +23,7 @@ from torch import nn
 from slotmatch import losses
 from slotmatch.checkpoint import CheckpointError, load_model, read_checkpoint
 from slotmatch.config import merge
+from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
 from slotmatch.train import FORMAT, SlotContrastModule, fit, video_scores
 
@@ -109,10 +110,7 @@ class SlotMatchModule(SlotContrastModule):
         super().validation_step(batch, batch_idx)
         if self._teacher_scores is None:  # the teacher is frozen: score it once
             with torch.no_grad():
-                out = self.teacher(batch["video"], masks_only=True)
-            from slotmatch.metrics import masks_to_ids
-
-            pred = masks_to_ids(out["masks"], batch["segmentations"].shape[-2:])
+                pred = predict_ids(self.teacher, batch["video"], batch["segmentations"].shape[-2:])
             self._teacher_val.append(video_scores(pred, batch["segmentations"]))
 
     def on_validation_epoch_end(self):

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from slotmatch import losses, metrics
 from slotmatch.checkpoint import FORMAT, CheckpointError, read_checkpoint
 from slotmatch.data.dataset import open_dataset
+from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
 from slotmatch.references import reference_ids
 from slotmatch.visualize import overlay, save_image, upscale, video_grid
@@ -93,14 +94,9 @@ class SlotContrastModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- validation ----
-    def predict_ids(self, video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Predicted segment ids (B, T, H, W) at `size`: argmax of the decoder masks, bilinearly upsampled."""
-        out = self.model(video, masks_only=True)
-        return metrics.masks_to_ids(out["masks"], size)
-
     def validation_step(self, batch, batch_idx):
         true = batch["segmentations"]  # (B, T, H, W)
-        pred = self.predict_ids(batch["video"], true.shape[-2:])
+        pred = predict_ids(self.model, batch["video"], true.shape[-2:])
         scores = video_scores(pred, true)
         self._val.append(scores)
         if batch_idx == 0 and self.run_dir is not None:
