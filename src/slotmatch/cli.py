@@ -22,6 +22,16 @@ def cmd_generate(a: argparse.Namespace) -> None:
           f"validation videos ({a.preset}, {a.frames} frames at {a.size}x{a.size})")
 
 
+def cmd_pack(a: argparse.Namespace) -> None:
+    from slotmatch.data.packed import pack_dataset
+
+    limits = {k: v for k, v in (("train", a.num_train), ("validation", a.num_val)) if v is not None}
+    m = pack_dataset(a.dataset, a.out, size=a.size, num_videos=limits, quality=a.quality, progress=not a.quiet)
+    mb = sum(os.path.getsize(os.path.join(a.out, s["file"])) for s in m["splits"].values()) / 2 ** 20
+    print(f"{a.out}: " + ", ".join(f"{s['num_videos']} {k}" for k, s in m["splits"].items())
+          + f" videos at {a.size}x{a.size}, {mb:.1f} MiB")
+
+
 def cmd_show(a: argparse.Namespace) -> None:
     from slotmatch.show import show_dataset
 
@@ -95,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
+    pk = sub.add_parser("pack", help="a compact in-memory copy of a dataset (JPEG frames) to train from or to move")
+    pk.add_argument("dataset", help="a dataset from `slotmatch generate`")
+    pk.add_argument("--out", required=True, help="directory of the packed dataset")
+    pk.add_argument("--size", type=int, default=64, help="frame size of the packed copy (default 64)")
+    pk.add_argument("--num-train", type=int, default=None, help="keep only the first N training videos")
+    pk.add_argument("--num-val", type=int, default=None, help="keep only the first N validation videos")
+    pk.add_argument("--quality", type=int, default=92, help="JPEG quality of the frames (default 92)")
+    pk.add_argument("--quiet", action="store_true", help="no progress bar")
+    pk.set_defaults(func=cmd_pack)
     s = sub.add_parser("show", help="write a preview (PNG grid or GIF) of a dataset with its masks")
     s.add_argument("dataset")
     s.add_argument("--out", required=True, help="preview.png, preview.gif or clip.mp4")

@@ -20,6 +20,7 @@ from slotmatch.checkpoint import FORMAT, CheckpointError, read_checkpoint
 from slotmatch.data.dataset import open_dataset
 from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
+from slotmatch.models.encoder import target_needs_depth
 from slotmatch.references import reference_ids
 from slotmatch.visualize import overlay, save_image, upscale, video_grid
 
@@ -153,7 +154,7 @@ def make_loaders(cfg: dict, model=None, progress: bool = True) -> tuple[DataLoad
     (built on first use under `data.path/cache`), so the backbone never runs during training."""
     d = cfg["data"]
     size = d.get("size")
-    depth = "depth" in str(cfg["model"].get("target"))
+    depth = target_needs_depth(cfg["model"].get("target"))
     train = open_dataset(d["path"], "train", clip_length=d.get("clip_length", 4), random_clip=True, size=size,
                          **({"with_depth": True} if depth else {}))
     if train_settings(cfg).get("feature_cache") and model is not None:

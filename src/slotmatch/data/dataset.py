@@ -3,7 +3,8 @@
 Every reader returns samples as dicts: `video` float (T, 3, H, W) in [0, 1], `segmentations` long
 (T, H, W) with 0 = background, and `key`. `open_dataset(path, split)` picks the reader from what is on
 disk; the built-in generator's shards are read by `ShardVideoDataset` (random access by byte offset, so
-any sampler, shuffling or DistributedSampler works). Readers for MOVi (tfds), YouTube-VIS and DAVIS
+any sampler, shuffling or DistributedSampler works); `slotmatch pack`'s compact copies by
+`PackedVideoDataset` (data/packed.py), decoded into memory. Readers for MOVi (tfds), YouTube-VIS and DAVIS
 plug in beside it.
 """
 
@@ -114,8 +115,20 @@ def read_manifest(root: str) -> dict:
     return manifest
 
 
+def _manifest_format(path: str) -> str | None:
+    try:
+        with open(os.path.join(path, "manifest.json")) as f:
+            return json.load(f).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def open_dataset(path: str, split: str = "train", **kwargs) -> Dataset:
     """Open the dataset at `path` with the reader that matches its on-disk format."""
+    if _manifest_format(path) == "slotmatch-packed":
+        from slotmatch.data.packed import PackedVideoDataset
+
+        return PackedVideoDataset(path, split, **kwargs)
     if os.path.exists(os.path.join(path, "manifest.json")) or os.path.exists(os.path.join(path, "generate_args.json")):
         return ShardVideoDataset(path, split, **kwargs)
     if not os.path.exists(path):

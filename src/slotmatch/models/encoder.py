@@ -27,7 +27,13 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TARGET_TYPES = ("features", "pixels", "pixels_raw", "depth", "pixels_raw+depth")
+TARGET_TYPES = ("features", "pixels", "pixels_raw", "depth", "pixels_raw+depth", "disparity",
+                "pixels_raw+disparity")
+
+
+def target_needs_depth(target: Optional[str]) -> bool:
+    """Whether a reconstruction target is computed from the generator's depth maps."""
+    return target is not None and ("depth" in target or "disparity" in target)
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -89,15 +95,32 @@ def depth_patch_target(depth: torch.Tensor, patch_size: int) -> torch.Tensor:
     return d.reshape(B, h, p, w, p).permute(0, 1, 3, 2, 4).reshape(B, h * w, p * p)
 
 
+def disparity_patch_target(depth: torch.Tensor, patch_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """Inverse depth (disparity) of each patch, standardised per frame.
+
+    The floor, or any plane, has a disparity that is an affine function of the pixel coordinates, whatever
+    the camera's pose (1/z = n.(x, y, 1) / d for a plane n.X = d): one slot with a position embedding draws
+    it exactly, so the decoder's cheapest explanation gives the floor one slot and each object its own.
+    Standardising per frame is affine too, so it keeps that property.
+    depth: (B, H, W) positive z-depths -> (B, N, p * p).
+    """
+    p = patch_size
+    B, H, W = depth.shape
+    h, w = H // p, W // p
+    d = 1.0 / depth[:, : h * p, : w * p].clamp_min(1e-3)
+    d = (d - d.mean(dim=(1, 2), keepdim=True)) / (d.std(dim=(1, 2), keepdim=True) + eps)
+    return d.reshape(B, h, p, w, p).permute(0, 1, 3, 2, 4).reshape(B, h * w, p * p)
+
+
 def target_dim(target: str, encoder: Encoder) -> int:
     """Feature size F of the reconstruction target for this encoder."""
     if target == "features":
         return encoder.feature_dim
     if target in ("pixels", "pixels_raw"):
         return 3 * encoder.patch_size ** 2
-    if target == "depth":
+    if target in ("depth", "disparity"):
         return encoder.patch_size ** 2
-    if target == "pixels_raw+depth":
+    if target in ("pixels_raw+depth", "pixels_raw+disparity"):
         return 4 * encoder.patch_size ** 2
     raise ValueError(f"unknown target {target!r}, expected one of {TARGET_TYPES}")
 
@@ -110,14 +133,17 @@ def make_target(target: str, images: Optional[torch.Tensor], features: Optional[
     "features": the (frozen) backbone features themselves (SlotContrast / DINOSAUR);
     "pixels": pixel patches normalised per patch; "pixels_raw": pixel patches as they are;
     "depth": log-depth patches (depth (B, H, W) from the generator's --with-depth);
-    "pixels_raw+depth": both, concatenated.
+    "disparity": inverse-depth patches, standardised per frame; "pixels_raw+depth",
+    "pixels_raw+disparity": raw pixel patches and the depth term, concatenated.
     """
-    if target in ("depth", "pixels_raw+depth"):
+    if target_needs_depth(target) and target in TARGET_TYPES:
         if depth is None:
             raise ValueError(f"target {target!r} needs depth maps (generate the data with --with-depth)")
         with torch.no_grad():
-            d = depth_patch_target(depth, patch_size)
-            return d if target == "depth" else torch.cat([pixel_patch_target(images, patch_size, False), d], -1)
+            d = (disparity_patch_target if "disparity" in target else depth_patch_target)(depth, patch_size)
+            if not target.startswith("pixels_raw+"):
+                return d
+            return torch.cat([pixel_patch_target(images, patch_size, False), d], -1)
     if target == "features":
         if features is None:
             raise ValueError("target 'features' needs the backbone features")

@@ -1,0 +1,318 @@
+"""One short GPU session: choose the teacher's recipe, train the teachers, distil the students, benchmark.
+
+Made for a lent H100/H200 with about ten minutes to run: every run is a plain `slotmatch train` or
+`slotmatch distill` with a wall-clock budget (train.max_time), and the runs of a phase share the GPU
+as parallel processes (small models leave most of it idle when alone).
+
+  phase 1  for each dataset, one teacher per recipe in RECIPES, in parallel, --seconds each;
+           then each teacher's video mBO on the validation split picks the dataset's recipe
+  phase 2  from each dataset's best teacher, in parallel, --seconds each: the SlotMatch student, the
+           same student alone (distill.beta=0), + feature KD, + mask KD, and the teacher trained on
+           for as long again (the "long" teacher)
+  bench    `slotmatch benchmark` of teacher vs SlotMatch student (trained checkpoints) and
+           benchmarks/bench_models.py at the paper's sizes, on the GPU
+
+Usage (the data are `slotmatch pack` copies: the GPU machine has no PyBullet):
+  python benchmarks/gpu_session.py --out OUT [--seconds 195] [--datasets c e]
+Writes OUT/summary.json, OUT/session.log, OUT/bench.txt and OUT/runs-<dataset>-{teachers,students}.tar
+(each run's config, CSV logs, overlays and fp16 safetensors weights; the .ckpt files stay behind:
+too large to move).
+Every run's own output is in its run directory's stdout.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"c": "movi-c-like-gpu", "e": "movi-e-like-gpu"}
+RECIPES = {  # overrides of the GPU preset; the preset itself is the first
+    "disparity": [],
+    "pixels+disparity": ["model.target=pixels_raw+disparity"],
+    "disparity-lr4e-4": ["train.lr=4e-4"],
+    "pixels": ["model.target=pixels_raw"],
+}
+STUDENTS = {
+    "slotmatch": [],
+    "alone": ["distill.beta=0"],
+    "featurekd": ["distill.feature_kd=1"],
+    "maskkd": ["distill.mask_kd=1"],
+}
+LOG = None
+
+
+def log(msg: str) -> None:
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    if LOG:
+        with open(LOG, "a") as f:
+            f.write(line + "\n")
+
+
+def max_time(seconds: float) -> str:
+    s = int(seconds)
+    return f"00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def launch(args: list[str], run_dir: str, threads: int) -> subprocess.Popen:
+    os.makedirs(run_dir, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    out = open(os.path.join(run_dir, "stdout.txt"), "a")
+    return subprocess.Popen([sys.executable, "-m", "slotmatch.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                            env=env, cwd=ROOT)
+
+
+def run_phase(jobs: dict[str, tuple[list[str], str]], seconds: float, threads: int, fallback: list[str]) -> dict:
+    """Run jobs {name: (cli args, run dir)} in parallel; a job that fails early is started once more
+    with `fallback` overrides (fp32) in a fresh directory. Returns {name: (exit code, run dir)}."""
+    start = time.time()
+    procs = {name: (launch(a, d, threads), a, d, False) for name, (a, d) in jobs.items()}
+    done: dict[str, tuple[int, str]] = {}
+    while procs:
+        time.sleep(2)
+        for name, (p, a, d, retried) in list(procs.items()):
+            rc = p.poll()
+            if rc is None:
+                if time.time() - start > seconds + 90:  # stuck past its budget: stop it
+                    p.kill()
+                continue
+            del procs[name]
+            left = seconds - (time.time() - start)
+            if rc != 0 and not retried and left > 60:
+                d2 = d + "-fp32"
+                a2 = [x if not x.startswith("--out=") else f"--out={d2}" for x in a] + fallback
+                a2 = [x for x in a2 if not x.startswith("train.max_time=")] + [f"train.max_time={max_time(left)}"]
+                log(f"{name}: exit {rc}, retrying with {' '.join(fallback)} for {left:.0f} s in {d2}")
+                procs[name] = (launch(a2, d2, threads), a2, d2, True)
+                continue
+            log(f"{name}: exit {rc} after {time.time() - start:.0f} s")
+            done[name] = (rc, d)
+    return done
+
+
+def last_metrics(run_dir: str) -> dict:
+    """Last logged step and validation scores of a run (from its CSV logs)."""
+    import csv
+
+    out: dict = {}
+    for logs in sorted(d for d in os.listdir(run_dir) if d.startswith("logs")):
+        path = os.path.join(run_dir, logs, "metrics.csv")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                for k, v in row.items():
+                    if v not in ("", None):
+                        out[k] = float(v)
+    return out
+
+
+def score(checkpoint: str, data: str, which: str = "model") -> dict:
+    """Video FG-ARI and mBO of a checkpoint on the validation split, on the GPU."""
+    import torch
+
+    from slotmatch.checkpoint import load_model
+    from slotmatch.data.dataset import open_dataset
+    from slotmatch.evaluate import predict_ids, score_segmenters, summarize
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, _ = load_model(checkpoint, which=which, device=device)
+    rows = score_segmenters(open_dataset(data, "validation"),
+                            {"model": lambda v, s: predict_ids(model, v, s)}, batch_size=25, device=device)
+    agg = summarize("model", rows["model"])["aggregate"]
+    return {k: agg[k] for k in ("video_fg_ari", "video_mbo")}
+
+
+def export(run_dir: str, which: str = "model") -> str | None:
+    """fp16 safetensors of the run's last checkpoint (the student of a distillation run)."""
+    from slotmatch.checkpoint import export_safetensors
+
+    ckpt = os.path.join(run_dir, "checkpoints", "last.ckpt")
+    if not os.path.exists(ckpt):
+        return None
+    return export_safetensors(ckpt, os.path.join(run_dir, "model.safetensors"))
+
+
+def _skip_bulky(ti: tarfile.TarInfo):
+    """Leave out what is too large to bring back or a copy of something else (TensorBoard = CSV logs)."""
+    return None if ti.name.endswith(".ckpt") or "/tensorboard" in ti.name else ti
+
+
+def main() -> None:
+    global LOG
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seconds", type=float, default=195, help="wall-clock budget of every run in a phase")
+    ap.add_argument("--datasets", nargs="+", default=["c", "e"], choices=sorted(CONFIGS))
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--extra", nargs="*", default=[], help="overrides for every run (e.g. a tiny CPU dry run)")
+    ap.add_argument("--work", default=None, help="where the runs live (default OUT/runs; removed at the end)")
+    ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--deadline", type=float, default=560,
+                    help="seconds after the start past which no benchmark is started (the call's limit is 600)")
+    args = ap.parse_args()
+    sys.path.insert(0, os.path.join(ROOT, "src"))
+    os.makedirs(args.out, exist_ok=True)
+    LOG = os.path.join(args.out, "session.log")
+    runs = args.work or os.path.join(args.out, "runs")
+    import torch
+
+    session_start = time.time()
+    log(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}, "
+        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}, {os.cpu_count()} CPUs")
+    n1 = len(args.datasets) * len(args.recipes)
+    threads = max(1, (os.cpu_count() or 2) // max(n1, 1))
+    fallback = ["train.precision=32-true"]
+    summary: dict = {"seconds": args.seconds, "datasets": {}, "extra": args.extra,
+                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+
+    # ---- phase 1: one teacher per recipe ----
+    jobs = {}
+    for ds in args.datasets:
+        for r in args.recipes:
+            d = os.path.join(runs, ds, f"teacher-{r}")
+            jobs[f"{ds}/teacher-{r}"] = (["train", "--config", CONFIGS[ds], f"--out={d}", "--quiet", *RECIPES[r],
+                                          f"train.max_time={max_time(args.seconds)}", *args.extra], d)
+    log(f"phase 1: {len(jobs)} teachers, {args.seconds:.0f} s each, {threads} CPU threads each")
+    t0 = time.time()
+    done = run_phase(jobs, args.seconds, threads, fallback)
+    log(f"phase 1 took {time.time() - t0:.0f} s")
+    best: dict[str, tuple[str, str, dict]] = {}
+    for ds in args.datasets:
+        data = None
+        summary["datasets"][ds] = {"teachers": {}, "students": {}}
+        for r in args.recipes:
+            rc, d = done[f"{ds}/teacher-{r}"]
+            ckpt = os.path.join(d, "checkpoints", "last.ckpt")
+            row = {"exit": rc, "run_dir": os.path.relpath(d, args.out), "overrides": RECIPES[r]}
+            if os.path.exists(ckpt):
+                from slotmatch.config import load_config
+
+                data = data or load_config(os.path.join(d, "config.yaml"))["data"]["path"]
+                try:
+                    row.update(score(ckpt, data))
+                except Exception as e:  # one broken run must not end the session
+                    row["error"] = f"{type(e).__name__}: {e}"
+                row["step"] = last_metrics(d).get("step")
+                if "video_mbo" in row and (ds not in best or row["video_mbo"] > best[ds][2]["video_mbo"]):
+                    best[ds] = (r, d, row)
+            summary["datasets"][ds]["teachers"][r] = row
+            log(f"{ds} teacher {r}: {row}")
+        if ds in best:
+            summary["datasets"][ds]["best_recipe"] = best[ds][0]
+            log(f"{ds}: best recipe {best[ds][0]}")
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+    # ---- phase 2: students from the best teacher, and the teacher trained on ----
+    jobs = {}
+    for ds, (r, d, _) in best.items():
+        teacher = os.path.join(d, "checkpoints", "last.ckpt")
+        frozen = os.path.join(runs, ds, "teacher.ckpt")
+        shutil.copy(teacher, frozen)  # the long run below rewrites its own last.ckpt
+        for s in args.students:
+            sd = os.path.join(runs, ds, f"student-{s}")
+            jobs[f"{ds}/student-{s}"] = (["distill", "--config", CONFIGS[ds], "--teacher", frozen, f"--out={sd}",
+                                          "--quiet", *RECIPES[r], *STUDENTS[s],
+                                          f"train.max_time={max_time(args.seconds)}", *args.extra], sd)
+        long_dir = os.path.join(runs, ds, f"teacher-{r}-long")
+        shutil.copytree(d, long_dir)
+        jobs[f"{ds}/teacher-long"] = (["train", "--config", CONFIGS[ds], f"--out={long_dir}", "--resume", "--quiet",
+                                       *RECIPES[r], f"train.max_time={max_time(2 * args.seconds)}", *args.extra],
+                                      long_dir)
+    threads = max(1, (os.cpu_count() or 2) // max(len(jobs), 1))
+    log(f"phase 2: {len(jobs)} runs, {args.seconds:.0f} s each")
+    t0 = time.time()
+    done = run_phase(jobs, args.seconds, threads, fallback)
+    log(f"phase 2 took {time.time() - t0:.0f} s")
+    for ds, (r, d, _) in best.items():
+        data = None
+        for name, (rc, run_dir) in done.items():
+            if not name.startswith(ds + "/"):
+                continue
+            ckpt = os.path.join(run_dir, "checkpoints", "last.ckpt")
+            row = {"exit": rc, "run_dir": os.path.relpath(run_dir, args.out)}
+            if os.path.exists(ckpt):
+                from slotmatch.config import load_config
+
+                data = data or load_config(os.path.join(run_dir, "config.yaml"))["data"]["path"]
+                try:
+                    row.update(score(ckpt, data))
+                except Exception as e:
+                    row["error"] = f"{type(e).__name__}: {e}"
+                row["step"] = last_metrics(run_dir).get("step")
+            summary["datasets"][ds]["students" if "student" in name else "teachers"][name.split("/")[1]] = row
+            log(f"{name}: {row}")
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+    # ---- pack the runs: weights as fp16 safetensors, no .ckpt ----
+    for ds in args.datasets:
+        base = os.path.join(runs, ds)
+        if not os.path.isdir(base):
+            continue
+        for name in sorted(os.listdir(base)):
+            run_dir = os.path.join(base, name)
+            if os.path.isdir(run_dir):
+                overlays = os.path.join(run_dir, "overlays")
+                for old in sorted(os.listdir(overlays))[:-2] if os.path.isdir(overlays) else []:
+                    os.remove(os.path.join(overlays, old))  # the last two validations' pictures come back
+                try:
+                    export(run_dir)
+                except Exception as e:
+                    log(f"export {run_dir}: {type(e).__name__}: {e}")
+        for part in ("teacher", "student"):  # two files per dataset: each returned file is at most 16 MiB
+            with tarfile.open(os.path.join(args.out, f"runs-{ds}-{part}s.tar"), "w") as tar:
+                for name in sorted(os.listdir(base)):
+                    if name.startswith(part) and os.path.isdir(os.path.join(base, name)):
+                        tar.add(os.path.join(base, name), arcname=f"{ds}/{name}", filter=_skip_bulky)
+    # ---- benchmarks on this device ----
+    bench_txt = os.path.join(args.out, "bench.txt")
+    if not args.skip_bench:
+        env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        cmds, cmds_bf16 = [], []
+        for ds in best:
+            t = os.path.join(runs, ds, "teacher.ckpt")
+            s = os.path.join(runs, ds, "student-slotmatch", "checkpoints", "last.ckpt")
+            if os.path.exists(s):
+                c = [sys.executable, "-m", "slotmatch.cli", "benchmark", "--teacher", t, "--student", s,
+                     "--device", dev, "--batch-size", "25", "--frames", "24", "--repeats", "10"]
+                cmds.append(c)
+                cmds_bf16.append(c + ["--bf16"])
+        cmds.append([sys.executable, os.path.join(ROOT, "benchmarks", "bench_models.py"), "--configs", "movi_e",
+                     "movi_c", "--device", dev, "--paper-batch-size", "8", "--paper-repeats", "10", "--bf16"])
+        cmds += cmds_bf16
+        with open(bench_txt, "w") as f:
+            for c in cmds:
+                left = args.deadline - (time.time() - session_start)
+                if left < 20:
+                    f.write("$ " + " ".join(c[2:]) + "\n(skipped: past the session's deadline)\n\n")
+                    continue
+                f.write("$ " + " ".join(os.path.relpath(x, ROOT) if x.startswith(ROOT) else x for x in c) + "\n")
+                f.flush()
+                t0 = time.time()
+                try:
+                    r = subprocess.run(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                       cwd=ROOT, timeout=min(120, left))
+                    f.write(r.stdout + f"(exit {r.returncode}, {time.time() - t0:.0f} s)\n\n")
+                except subprocess.TimeoutExpired:
+                    f.write(f"(timed out after {min(120, left):.0f} s)\n\n")
+                f.flush()
+        log("benchmarks written to bench.txt")
+
+    shutil.rmtree(runs)  # what comes back is the tar files
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
