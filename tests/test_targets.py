@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from slotmatch.models import build_model
-from slotmatch.models.encoder import depth_patch_target
+from slotmatch.models.encoder import depth_patch_target, disparity_patch_target
 
 CFG = {"encoder": {"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4}, "img_size": 16,
        "num_slots": 3, "slot_dim": 8, "mlp_hidden": 8, "decoder_hidden": [16]}
@@ -19,12 +19,45 @@ def test_depth_patches_follow_the_grid():
     assert abs(float(d.mean())) < 1e-5  # centred per frame
 
 
-@pytest.mark.parametrize("target,dim", [("pixels", 48), ("pixels_raw", 48), ("depth", 16), ("pixels_raw+depth", 64)])
+def _plane_depth(h: int = 16, w: int = 16) -> torch.Tensor:
+    """z-depth of a tilted plane seen by a pinhole camera (a floor): 1/z = a x + b y + c."""
+    y, x = torch.meshgrid(torch.linspace(-0.5, 0.5, h), torch.linspace(-0.5, 0.5, w), indexing="ij")
+    return 1.0 / (0.2 * x + 0.3 * y + 0.6)  # positive over the image (>= 0.35)
+
+
+def _affine_residual(values: torch.Tensor) -> float:
+    """Relative least-squares residual of fitting values (h, w) with a + b x + c y."""
+    h, w = values.shape
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    A = torch.stack([torch.ones_like(x), x, y], -1).reshape(-1, 3)
+    v = values.double().reshape(-1, 1)
+    fit = A @ torch.linalg.lstsq(A, v).solution
+    return float((v - fit).norm() / (v - v.mean()).norm())
+
+
+def test_disparity_of_a_plane_is_affine_in_position_and_log_depth_is_not():
+    depth = _plane_depth()[None]  # (1, 16, 16)
+    disp = disparity_patch_target(depth, 1).reshape(16, 16)
+    logd = depth_patch_target(depth, 1).reshape(16, 16)
+    assert _affine_residual(disp) < 1e-4  # one slot draws the floor exactly from its position embedding
+    assert _affine_residual(logd) > 1e-2
+    assert abs(float(disp.mean())) < 1e-5 and abs(float(disp.std()) - 1) < 0.05  # standardised per frame
+
+
+def test_an_object_stands_out_of_the_floor_in_disparity():
+    depth = _plane_depth()[None].clone()
+    depth[:, 6:10, 6:10] *= 0.5  # an object twice as close as the floor behind it
+    d = disparity_patch_target(depth, 1).reshape(16, 16)
+    assert _affine_residual(d) > 0.1
+
+
+@pytest.mark.parametrize("target,dim", [("pixels", 48), ("pixels_raw", 48), ("depth", 16), ("pixels_raw+depth", 64),
+                                        ("disparity", 16), ("pixels_raw+disparity", 64)])
 def test_targets_shapes_and_depth_requirement(target, dim):
     model = build_model(dict(CFG, target=target))
     video, depth = torch.rand(2, 2, 3, 16, 16), torch.rand(2, 2, 16, 16) + 1
     out = model(video, depth=depth)
     assert out["target"].shape == (2, 2, 16, dim) and out["reconstruction"].shape == (2, 2, 16, dim)
-    if "depth" in target:
+    if "depth" in target or "disparity" in target:
         with pytest.raises(ValueError, match="with-depth"):
             model(video)
