@@ -15,7 +15,8 @@ def cmd_generate(a: argparse.Namespace) -> None:
     from slotmatch.data.generate import GenerateArgs, generate_dataset
 
     args = GenerateArgs(preset=a.preset, num_train=a.num_train, num_val=a.num_val, frames=a.frames,
-                        size=a.size, seed=a.seed, videos_per_shard=a.videos_per_shard, with_depth=a.with_depth)
+                        size=a.size, seed=a.seed, videos_per_shard=a.videos_per_shard, with_depth=a.with_depth,
+                        with_flow=a.with_flow)
     workers = a.workers if a.workers is not None else min(os.cpu_count() or 1, 8)
     m = generate_dataset(a.out, args, workers=workers, progress=not a.quiet)
     print(f"{a.out}: {m['splits']['train']['num_videos']} train and {m['splits']['validation']['num_videos']} "
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 8)")
     g.add_argument("--videos-per-shard", type=int, default=25)
     g.add_argument("--with-depth", action="store_true", help="also store per-pixel depth")
+    g.add_argument("--with-flow", action="store_true", help="also store per-pixel optical flow (from the simulator)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 

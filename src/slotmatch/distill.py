@@ -82,11 +82,11 @@ class SlotMatchModule(SlotContrastModule):
         return self
 
     def compute_losses(self, batch: dict) -> dict:
-        out = self.model(batch["video"], depth=batch.get("depth"))
+        out = self.model(batch["video"], depth=batch.get("depth"), flow=batch.get("flow"))
         needs_teacher = self.ds["beta"] > 0 or self.ds["feature_kd"] > 0 or self.ds["mask_kd"] > 0
         with torch.no_grad():
             t_out = self.teacher(batch["video"], masks_only=self.ds["feature_kd"] == 0,
-                                 depth=batch.get("depth")) if needs_teacher else None
+                                 depth=batch.get("depth"), flow=batch.get("flow")) if needs_teacher else None
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
         kd = losses.slot_distillation_loss(out["slots"], t_out["slots"]) if needs_teacher else rec.new_zeros(())

@@ -20,7 +20,7 @@ from slotmatch.checkpoint import FORMAT, CheckpointError, read_checkpoint
 from slotmatch.data.dataset import open_dataset
 from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
-from slotmatch.models.encoder import target_needs_depth
+from slotmatch.models.encoder import target_needs_depth, target_needs_flow
 from slotmatch.references import reference_ids
 from slotmatch.visualize import overlay, save_image, upscale, video_grid
 
@@ -72,7 +72,8 @@ class SlotContrastModule(L.LightningModule):
 
     # ---- training ----
     def compute_losses(self, batch: dict) -> dict:
-        out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"))
+        out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"),
+                         flow=batch.get("flow"))
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
         return {"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con, "out": out}
@@ -154,9 +155,11 @@ def make_loaders(cfg: dict, model=None, progress: bool = True) -> tuple[DataLoad
     (built on first use under `data.path/cache`), so the backbone never runs during training."""
     d = cfg["data"]
     size = d.get("size")
-    depth = target_needs_depth(cfg["model"].get("target"))
+    target = cfg["model"].get("target")
+    extras = {**({"with_depth": True} if target_needs_depth(target) else {}),
+              **({"with_flow": True} if target_needs_flow(target) else {})}
     train = open_dataset(d["path"], "train", clip_length=d.get("clip_length", 4), random_clip=True, size=size,
-                         **({"with_depth": True} if depth else {}))
+                         **extras)
     if train_settings(cfg).get("feature_cache") and model is not None:
         if not model.encoder.frozen or model.target_type != "features":
             raise ValueError("train.feature_cache needs a frozen encoder whose features are the target")

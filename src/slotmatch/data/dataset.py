@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from slotmatch.data.shards import DatasetError, index_shard, read_member
 
-__all__ = ["DatasetError", "ShardVideoDataset", "open_dataset", "resize_clip", "select_clip"]
+__all__ = ["DatasetError", "ShardVideoDataset", "open_dataset", "resize_clip", "resize_flow", "select_clip"]
 
 
 def resize_clip(video: torch.Tensor, segmentations: torch.Tensor | None, size: int | None):
@@ -49,14 +49,18 @@ class ShardVideoDataset(Dataset):
     """
 
     def __init__(self, root: str, split: str = "train", clip_length: int | None = None,
-                 random_clip: bool = False, size: int | None = None, with_depth: bool = False):
+                 random_clip: bool = False, size: int | None = None, with_depth: bool = False,
+                 with_flow: bool = False):
         self.root, self.split = root, split
         self.clip_length, self.random_clip, self.size, self.with_depth = clip_length, random_clip, size, with_depth
+        self.with_flow = with_flow
         self.manifest = read_manifest(root)
         if split not in self.manifest["splits"]:
             raise DatasetError(f"{root}: no split {split!r} (has {', '.join(self.manifest['splits'])})")
         if with_depth and "depth" not in self.manifest.get("keys", []):
             raise DatasetError(f"{root}: rendered without depth (generate it with --with-depth)")
+        if with_flow and "flow" not in self.manifest.get("keys", []):
+            raise DatasetError(f"{root}: rendered without optical flow (generate it with --with-flow)")
         self.samples = []  # (shard path, key, members)
         for rel in self.manifest["splits"][split]["shards"]:
             path = os.path.join(root, rel)
@@ -93,7 +97,19 @@ class ShardVideoDataset(Dataset):
             if self.size is not None:
                 d = F.interpolate(d[:, None], size=(self.size, self.size), mode="nearest")[:, 0]
             sample["depth"] = d
+        if self.with_flow:
+            f = torch.from_numpy(read_member(path, "flow.npy", members["flow.npy"])[clip].astype(np.float32))
+            sample["flow"] = resize_flow(f, self.size)
         return sample
+
+
+def resize_flow(flow: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Flow (T, H, W, 2) in pixels, resized by nearest neighbour to size x size, vectors rescaled to match."""
+    if size is None or flow.shape[-2] == size and flow.shape[-3] == size:
+        return flow
+    H, W = flow.shape[1:3]
+    f = F.interpolate(flow.permute(0, 3, 1, 2), size=(size, size), mode="nearest")
+    return (f * torch.tensor([size / W, size / H]).view(1, 2, 1, 1)).permute(0, 2, 3, 1).contiguous()
 
 
 def read_manifest(root: str) -> dict:

@@ -38,6 +38,7 @@ class GenerateArgs:
     seed: int = 0
     videos_per_shard: int = 25
     with_depth: bool = False
+    with_flow: bool = False
 
     def check(self) -> None:
         """Refuse impossible arguments before anything is written."""
@@ -88,11 +89,14 @@ def _render_shard(root: str, args: GenerateArgs, task: tuple[str, int, int, int]
     samples = []
     try:
         for i in range(start, end):
-            out = render_video(preset, video_seed(args.seed, split, i), args.frames, args.size, work_dir=work_dir)
+            out = render_video(preset, video_seed(args.seed, split, i), args.frames, args.size, work_dir=work_dir,
+                               with_flow=args.with_flow)
             fields = {"video.npy": out["video"], "segmentations.npy": out["segmentations"],
                       "metadata.json": dict(out["metadata"], split=split, index=i, seed=args.seed)}
             if args.with_depth:
                 fields["depth.npy"] = out["depth"].astype(np.float16)
+            if args.with_flow:
+                fields["flow.npy"] = out["flow"].astype(np.float16)  # (T, H, W, 2) pixels
             samples.append((f"{split}_{i:06d}", fields))
             if _progress is not None:
                 _progress.put(1)
@@ -137,7 +141,8 @@ def generate_dataset(root: str, args: GenerateArgs, workers: int = 1, progress: 
         splits={s: dict(num_videos=args.num_videos(s),
                         shards=[os.path.relpath(shard_path(root, t[0], t[1]), root) for t in tasks if t[0] == s])
                 for s in SPLITS},
-        keys=["video", "segmentations", "metadata"] + (["depth"] if args.with_depth else []),
+        keys=["video", "segmentations", "metadata"] + (["depth"] if args.with_depth else [])
+        + (["flow"] if args.with_flow else []),
         software=_versions(), seconds=round(time.time() - started, 1),
     )
     tmp = os.path.join(root, MANIFEST + ".tmp")

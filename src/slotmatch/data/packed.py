@@ -9,7 +9,8 @@ default); masks are exact at the packed size, depth to 0.2%.
 
 On disk: OUT/manifest.json ({"format": "slotmatch-packed", ...}, written last) and OUT/<split>.npz with
 `frames` (the JPEG bytes of all frames, concatenated) and `frame_offsets`, `segmentations`
-(N, T, H, W) uint8, and, when the source has depth, `depth` / `depth_offsets` (PNG bytes).
+(N, T, H, W) uint8, when the source has depth `depth` / `depth_offsets` (PNG bytes), and when it has
+optical flow `flow` (N, T, H, W, 2) int16 in 1/64 pixel.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from slotmatch.data.shards import DatasetError
 
 FORMAT = "slotmatch-packed"
 LOG_DEPTH_RANGE = (np.log(0.05), np.log(100.0))  # scene units; the generator's camera sees 0.1 to 60
+FLOW_STEPS = 64  # flow is stored as int16 in 1/64 pixel (at the packed size)
 DEPTH_LEVELS = 4096  # log-depth steps over that range: 0.19% of the depth per step, and small PNGs
 
 
@@ -59,20 +61,22 @@ def pack_dataset(src: str, out: str, size: int = 64, num_videos: dict | None = N
     num_videos: {"train": n, ...} to keep only the first n videos of a split (all by default)."""
     from tqdm import tqdm
 
-    from slotmatch.data.dataset import ShardVideoDataset, read_manifest, resize_clip
+    from slotmatch.data.dataset import ShardVideoDataset, read_manifest, resize_clip, resize_flow
 
     source = read_manifest(src)
     with_depth = "depth" in source.get("keys", [])
+    with_flow = "flow" in source.get("keys", [])
     if os.path.exists(os.path.join(out, "manifest.json")):
         raise DatasetError(f"{out}: already holds a packed dataset; choose another output directory")
     os.makedirs(out, exist_ok=True)
     manifest = {"format": FORMAT, "version": 1, "source": os.path.abspath(src), "preset": source.get("preset"),
                 "size": size, "frames": source["frames"], "quality": quality,
-                "keys": ["video", "segmentations"] + (["depth"] if with_depth else []), "splits": {}}
+                "keys": ["video", "segmentations"] + (["depth"] if with_depth else []) + (["flow"] if with_flow else []),
+                "splits": {}}
     for split in source["splits"]:
-        ds = ShardVideoDataset(src, split, with_depth=with_depth)
+        ds = ShardVideoDataset(src, split, with_depth=with_depth, with_flow=with_flow)
         n = min(len(ds), (num_videos or {}).get(split, len(ds)))
-        frames, depths, segs = [], [], []
+        frames, depths, segs, flows = [], [], [], []
         for i in tqdm(range(n), desc=f"pack {split}", disable=not progress, leave=False):
             s = ds[i]
             v, seg = resize_clip(s["video"], s["segmentations"], size)
@@ -85,7 +89,12 @@ def pack_dataset(src: str, out: str, size: int = 64, num_videos: dict | None = N
             if with_depth:
                 d = F.interpolate(s["depth"][:, None], size=(size, size), mode="nearest")[:, 0].numpy()
                 depths += [_encode_depth(f) for f in d]
+            if with_flow:
+                f = resize_flow(s["flow"], size).numpy() * FLOW_STEPS
+                flows.append(np.clip(np.round(f), -32768, 32767).astype(np.int16))
         arrays = {"segmentations": np.stack(segs)}
+        if with_flow:
+            arrays["flow"] = np.stack(flows)
         arrays["frames"], arrays["frame_offsets"] = _concat(frames)
         if with_depth:
             arrays["depth"], arrays["depth_offsets"] = _concat(depths)
@@ -104,8 +113,9 @@ class PackedVideoDataset(Dataset):
     `ShardVideoDataset`: video (T, 3, H, W) float, segmentations (T, H, W) long, key, optional depth)."""
 
     def __init__(self, root: str, split: str = "train", clip_length: int | None = None,
-                 random_clip: bool = False, size: int | None = None, with_depth: bool = False):
-        self.root, self.split = root, split
+                 random_clip: bool = False, size: int | None = None, with_depth: bool = False,
+                 with_flow: bool = False):
+        self.root, self.split, self.with_flow = root, split, with_flow
         self.clip_length, self.random_clip, self.size, self.with_depth = clip_length, random_clip, size, with_depth
         path = os.path.join(root, "manifest.json")
         try:
@@ -117,6 +127,8 @@ class PackedVideoDataset(Dataset):
             raise DatasetError(f"{root}: no split {split!r} (has {', '.join(self.manifest.get('splits', {}))})")
         if with_depth and "depth" not in self.manifest.get("keys", []):
             raise DatasetError(f"{root}: packed without depth (pack a dataset generated with --with-depth)")
+        if with_flow and "flow" not in self.manifest.get("keys", []):
+            raise DatasetError(f"{root}: packed without optical flow (pack a dataset generated with --with-flow)")
         file = os.path.join(root, self.manifest["splits"][split]["file"])
         n = self.manifest["splits"][split]["num_videos"]
         try:
@@ -124,6 +136,7 @@ class PackedVideoDataset(Dataset):
                 self.segmentations = z["segmentations"]
                 frames, offsets = z["frames"], z["frame_offsets"]
                 depth = (z["depth"], z["depth_offsets"]) if with_depth else None
+                self.flow = z["flow"] if with_flow else None
             T = self.segmentations.shape[1]
             if self.segmentations.shape[0] != n or len(offsets) != n * T + 1:
                 raise DatasetError(f"{file}: holds {self.segmentations.shape[0]} videos and {len(offsets) - 1} "
@@ -154,4 +167,9 @@ class PackedVideoDataset(Dataset):
             if self.size is not None and d.shape[-1] != self.size:
                 d = F.interpolate(d[:, None], size=(self.size, self.size), mode="nearest")[:, 0]
             sample["depth"] = d
+        if self.with_flow:
+            from slotmatch.data.dataset import resize_flow
+
+            f = torch.from_numpy(self.flow[index, clip].astype(np.float32) / FLOW_STEPS)
+            sample["flow"] = resize_flow(f, self.size)
         return sample

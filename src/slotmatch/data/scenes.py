@@ -85,12 +85,16 @@ def _camera_path(preset: ScenePreset, rng: np.random.Generator, frames: int) -> 
 
 
 def render_video(preset: ScenePreset, seed: np.random.SeedSequence | int, frames: int = 24, size: int = 128,
-                 shadows: bool = True, hide_objects: bool = False, work_dir: str | None = None) -> dict:
+                 shadows: bool = True, hide_objects: bool = False, work_dir: str | None = None,
+                 with_flow: bool = False) -> dict:
     """Simulate and render one video.
 
     Returns dict(video=(T, H, W, 3) uint8, segmentations=(T, H, W) uint8 with 0 = background,
-    depth=(T, H, W) float32 metres-like scene units, metadata=dict). `hide_objects` renders the same
-    scene and camera with the objects moved out of view (used by tests to check the masks).
+    depth=(T, H, W) float32 z-depth in scene units, metadata=dict), and with `with_flow` also
+    flow=(T, H, W, 2) float32: where each pixel's surface point is one frame later, in pixels (dx, dy),
+    from the simulator's object poses and cameras (the last frame's from one more physics interval).
+    `hide_objects` renders the same scene and camera with the objects moved out of view (used by tests
+    to check the masks). The random draws do not depend on `with_flow`: the same seed gives the same video.
     """
     p, data_dir = _pybullet()
     rng = np.random.default_rng(seed)
@@ -98,14 +102,14 @@ def render_video(preset: ScenePreset, seed: np.random.SeedSequence | int, frames
     work_dir = work_dir or tempfile.mkdtemp(prefix="slotmatch_gen_")
     cid = p.connect(p.DIRECT)
     try:
-        return _simulate(p, cid, data_dir, work_dir, preset, rng, frames, size, shadows, hide_objects)
+        return _simulate(p, cid, data_dir, work_dir, preset, rng, frames, size, shadows, hide_objects, with_flow)
     finally:
         p.disconnect(cid)
         if own_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _simulate(p, cid, data_dir, work_dir, preset, rng, frames, size, shadows, hide_objects) -> dict:
+def _simulate(p, cid, data_dir, work_dir, preset, rng, frames, size, shadows, hide_objects, with_flow=False) -> dict:
     p.resetSimulation(physicsClientId=cid)
     p.setGravity(0, 0, -9.81, physicsClientId=cid)
     p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=cid)
@@ -167,6 +171,7 @@ def _simulate(p, cid, data_dir, work_dir, preset, rng, frames, size, shadows, hi
     segs = np.empty((frames, size, size), np.uint8)
     depth = np.empty((frames, size, size), np.float32)
     steps = PHYSICS_HZ // FPS
+    body_segs, views, poses = [], [], []  # for the flow
     for t in range(frames):
         if t > 0:
             for _ in range(steps):
@@ -183,10 +188,69 @@ def _simulate(p, cid, data_dir, work_dir, preset, rng, frames, size, shadows, hi
         segs[t] = lut[np.asarray(seg, np.int64).reshape(size, size) + 1]
         zb = np.asarray(zbuf, np.float32).reshape(size, size)
         depth[t] = 60 * 0.1 / (60 - (60 - 0.1) * zb)  # OpenGL depth buffer -> eye distance
+        if with_flow:
+            body_segs.append(np.asarray(seg, np.int64).reshape(size, size))
+            views.append(view)
+            poses.append(_body_poses(p, cid, body_to_id))
+    flow = None
+    if with_flow:  # one more interval: the last frame's motion (the camera path is a straight line)
+        for _ in range(steps):
+            p.stepSimulation(physicsClientId=cid)
+        cam_next = cams[-1] + (cams[-1] - cams[-2]) if frames > 1 else cams[-1]
+        views.append(p.computeViewMatrix(cam_next.tolist(), [0, 0, 0.5], [0, 0, 1], physicsClientId=cid))
+        poses.append(_body_poses(p, cid, body_to_id))
+        flow = np.stack([scene_flow(depth[t], body_segs[t], views[t], views[t + 1], proj, poses[t], poses[t + 1])
+                         for t in range(frames)])
     metadata = dict(preset=preset.name, num_objects=len(specs), objects=objects_meta,
                     camera_positions=np.round(cams, 4).tolist(), light_direction=np.round(light, 4).tolist(),
                     fps=FPS, physics_hz=PHYSICS_HZ)
-    return dict(video=video, segmentations=segs, depth=depth, metadata=metadata)
+    out = dict(video=video, segmentations=segs, depth=depth, metadata=metadata)
+    if flow is not None:
+        out["flow"] = flow
+    return out
+
+
+def _body_poses(p, cid, bodies) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{body: (position (3,), rotation matrix (3, 3))} now."""
+    out = {}
+    for body in bodies:
+        pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=cid)
+        out[body] = (np.asarray(pos, np.float64), np.asarray(p.getMatrixFromQuaternion(orn), np.float64).reshape(3, 3))
+    return out
+
+
+def _gl(m) -> np.ndarray:
+    """A column-major OpenGL 4x4 matrix (PyBullet's 16 floats) as a row-major array acting on columns."""
+    return np.asarray(m, np.float64).reshape(4, 4).T
+
+
+def scene_flow(depth: np.ndarray, body_seg: np.ndarray, view0, view1, proj, poses0: dict, poses1: dict) -> np.ndarray:
+    """Forward optical flow (H, W, 2) in pixels (dx, dy) of a frame, from the simulator's state.
+
+    Each pixel is lifted to its 3D point with its z-depth and the camera (view0, proj), moved with the
+    rigid motion of the body it lies on (poses0 -> poses1; the floor and sky stay put), and projected
+    with the next camera (view1). Occlusion is not handled: the flow of a point hidden in the next frame
+    is where it would be.
+    """
+    H, W = depth.shape
+    P, V0, V1 = _gl(proj), _gl(view0), _gl(view1)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    u, v = u + 0.5, v + 0.5  # pixel centres
+    x_ndc, y_ndc = u / W * 2 - 1, 1 - v / H * 2
+    z = depth.astype(np.float64)
+    eye = np.stack([x_ndc * z / P[0, 0], y_ndc * z / P[1, 1], -z, np.ones_like(z)], -1)  # (H, W, 4)
+    world = eye @ np.linalg.inv(V0).T  # (H, W, 4)
+    moved = world.copy()
+    for body, (p0, r0) in poses0.items():
+        on = body_seg == body
+        if on.any():
+            p1, r1 = poses1[body]
+            local = (world[on, :3] - p0) @ r0  # r0^T (x - p0), row vectors
+            moved[on, :3] = local @ r1.T + p1
+    clip = moved @ (P @ V1).T
+    u1 = (clip[..., 0] / clip[..., 3] + 1) / 2 * W
+    v1 = (1 - clip[..., 1] / clip[..., 3]) / 2 * H
+    return np.stack([u1 - u, v1 - v], -1).astype(np.float32)
 
 
 def _create_object(p, cid, data_dir, work_dir, spec: ObjectSpec, rng) -> tuple[int, float, float]:

@@ -27,13 +27,30 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# A target is "features" or "+"-joined parts, concatenated per patch in the order given.
+TARGET_PARTS = ("pixels", "pixels_raw", "depth", "disparity", "flow")
 TARGET_TYPES = ("features", "pixels", "pixels_raw", "depth", "pixels_raw+depth", "disparity",
-                "pixels_raw+disparity")
+                "pixels_raw+disparity", "flow", "disparity+flow", "pixels_raw+flow")  # the ones measured
+
+
+def target_parts(target: Optional[str]) -> list:
+    """The parts of a target name ("disparity+flow" -> ["disparity", "flow"]); a ValueError if unknown."""
+    if target == "features":
+        return ["features"]
+    parts = str(target).split("+")
+    if not parts or any(p not in TARGET_PARTS for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"unknown target {target!r}: 'features', or '+'-joined parts of {', '.join(TARGET_PARTS)}")
+    return parts
 
 
 def target_needs_depth(target: Optional[str]) -> bool:
     """Whether a reconstruction target is computed from the generator's depth maps."""
     return target is not None and ("depth" in target or "disparity" in target)
+
+
+def target_needs_flow(target: Optional[str]) -> bool:
+    """Whether a reconstruction target is computed from the generator's optical flow."""
+    return target is not None and "flow" in str(target).split("+")
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -112,48 +129,63 @@ def disparity_patch_target(depth: torch.Tensor, patch_size: int, eps: float = 1e
     return d.reshape(B, h, p, w, p).permute(0, 1, 3, 2, 4).reshape(B, h * w, p * p)
 
 
+FLOW_SCALE = 64.0  # flow target = flow in image widths x 64: pixels of a 64-pixel-wide frame
+
+
+def flow_patch_target(flow: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Optical flow of each patch, in image widths (x FLOW_SCALE), so the target does not depend on
+    the resolution. Unlike depth it is not standardised per frame: a still frame has zero flow.
+
+    flow: (B, H, W, 2) in pixels (dx, dy) -> (B, N, 2 * p * p).
+    """
+    p = patch_size
+    B, H, W, _ = flow.shape
+    h, w = H // p, W // p
+    f = flow[:, : h * p, : w * p] * (FLOW_SCALE / W)
+    return f.reshape(B, h, p, w, p, 2).permute(0, 1, 3, 5, 2, 4).reshape(B, h * w, 2 * p * p)
+
+
 def target_dim(target: str, encoder: Encoder) -> int:
     """Feature size F of the reconstruction target for this encoder."""
-    if target == "features":
-        return encoder.feature_dim
-    if target in ("pixels", "pixels_raw"):
-        return 3 * encoder.patch_size ** 2
-    if target in ("depth", "disparity"):
-        return encoder.patch_size ** 2
-    if target in ("pixels_raw+depth", "pixels_raw+disparity"):
-        return 4 * encoder.patch_size ** 2
-    raise ValueError(f"unknown target {target!r}, expected one of {TARGET_TYPES}")
+    p2 = encoder.patch_size ** 2
+    sizes = {"features": encoder.feature_dim, "pixels": 3 * p2, "pixels_raw": 3 * p2, "depth": p2,
+             "disparity": p2, "flow": 2 * p2}
+    return sum(sizes[part] for part in target_parts(target))
 
 
 def make_target(target: str, images: Optional[torch.Tensor], features: Optional[torch.Tensor],
-                patch_size: int, depth: Optional[torch.Tensor] = None) -> torch.Tensor:
+                patch_size: int, depth: Optional[torch.Tensor] = None,
+                flow: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The tensor the decoder reconstructs, never carrying gradients.
 
     images: (B, 3, H, W) or None; features: (B, N, D) backbone features or None -> (B, N, F).
-    "features": the (frozen) backbone features themselves (SlotContrast / DINOSAUR);
-    "pixels": pixel patches normalised per patch; "pixels_raw": pixel patches as they are;
-    "depth": log-depth patches (depth (B, H, W) from the generator's --with-depth);
-    "disparity": inverse-depth patches, standardised per frame; "pixels_raw+depth",
-    "pixels_raw+disparity": raw pixel patches and the depth term, concatenated.
+    "features": the (frozen) backbone features themselves (SlotContrast / DINOSAUR); otherwise
+    "+"-joined parts, concatenated: "pixels" (pixel patches normalised per patch), "pixels_raw" (as
+    they are), "depth" (log-depth), "disparity" (inverse depth, standardised per frame), both from
+    depth (B, H, W) of the generator's --with-depth, and "flow" (optical flow, flow (B, H, W, 2) in
+    pixels, from --with-flow).
     """
-    if target_needs_depth(target) and target in TARGET_TYPES:
-        if depth is None:
-            raise ValueError(f"target {target!r} needs depth maps (generate the data with --with-depth)")
-        with torch.no_grad():
-            d = (disparity_patch_target if "disparity" in target else depth_patch_target)(depth, patch_size)
-            if not target.startswith("pixels_raw+"):
-                return d
-            return torch.cat([pixel_patch_target(images, patch_size, False), d], -1)
-    if target == "features":
+    parts = target_parts(target)
+    if parts == ["features"]:
         if features is None:
             raise ValueError("target 'features' needs the backbone features")
         return features.detach()
-    if target in ("pixels", "pixels_raw"):
-        if images is None:
-            raise ValueError(f"target {target!r} needs the input images")
-        with torch.no_grad():
-            return pixel_patch_target(images, patch_size, normalize=(target == "pixels"))
-    raise ValueError(f"unknown target {target!r}, expected one of {TARGET_TYPES}")
+    out = []
+    with torch.no_grad():
+        for part in parts:
+            if part in ("pixels", "pixels_raw"):
+                if images is None:
+                    raise ValueError(f"target {target!r} needs the input images")
+                out.append(pixel_patch_target(images, patch_size, normalize=(part == "pixels")))
+            elif part in ("depth", "disparity"):
+                if depth is None:
+                    raise ValueError(f"target {target!r} needs depth maps (generate the data with --with-depth)")
+                out.append((disparity_patch_target if part == "disparity" else depth_patch_target)(depth, patch_size))
+            elif part == "flow":
+                if flow is None:
+                    raise ValueError(f"target {target!r} needs optical flow (generate the data with --with-flow)")
+                out.append(flow_patch_target(flow, patch_size))
+    return out[0] if len(out) == 1 else torch.cat(out, -1)
 
 
 # ----------------------------------------------------------------------------------------------
