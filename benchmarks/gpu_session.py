@@ -14,6 +14,7 @@ as parallel processes (small models leave most of it idle when alone).
 
 Usage (the data are `slotmatch pack` copies: the GPU machine has no PyBullet):
   python benchmarks/gpu_session.py --out OUT [--seconds 195] [--datasets c e]
+      [--recipe NAME OVERRIDE... [--recipe ...]]   (your own recipes instead of RECIPES)
 Writes OUT/summary.json, OUT/session.log, OUT/bench.txt and OUT/runs-<dataset>-{teachers,students}.tar
 (each run's config, CSV logs, overlays and fp16 safetensors weights; the .ckpt files stay behind:
 too large to move).
@@ -65,9 +66,9 @@ def launch(args: list[str], run_dir: str, threads: int) -> subprocess.Popen:
     os.makedirs(run_dir, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    out = open(os.path.join(run_dir, "stdout.txt"), "a")
-    return subprocess.Popen([sys.executable, "-m", "slotmatch.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                            env=env, cwd=ROOT)
+    with open(os.path.join(run_dir, "stdout.txt"), "a") as out:  # the child keeps its own handle
+        return subprocess.Popen([sys.executable, "-m", "slotmatch.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, cwd=ROOT)
 
 
 def run_phase(jobs: dict[str, tuple[list[str], str]], seconds: float, threads: int, fallback: list[str]) -> dict:
@@ -86,7 +87,7 @@ def run_phase(jobs: dict[str, tuple[list[str], str]], seconds: float, threads: i
                 continue
             del procs[name]
             left = seconds - (time.time() - start)
-            if rc != 0 and not retried and left > 60:
+            if rc != 0 and not retried and left > 60 and "--resume" not in a:  # a resumed run needs its directory
                 d2 = d + "-fp32"
                 a2 = [x if not x.startswith("--out=") else f"--out={d2}" for x in a] + fallback
                 a2 = [x for x in a2 if not x.startswith("train.max_time=")] + [f"train.max_time={max_time(left)}"]
@@ -141,6 +142,30 @@ def export(run_dir: str, which: str = "model") -> str | None:
     return export_safetensors(ckpt, os.path.join(run_dir, "model.safetensors"))
 
 
+def pack_runs(runs: str, out: str, datasets, parts) -> None:
+    """Export every run's weights (fp16 safetensors) and write OUT/runs-<dataset>-<part>s.tar (one file per
+    dataset and part, as each returned file is at most 16 MiB), keeping the last two overlay pictures."""
+    for ds in datasets:
+        base = os.path.join(runs, ds)
+        if not os.path.isdir(base):
+            continue
+        names = [n for n in sorted(os.listdir(base)) if os.path.isdir(os.path.join(base, n)) and n.startswith(parts)]
+        for name in names:
+            run_dir = os.path.join(base, name)
+            overlays = os.path.join(run_dir, "overlays")
+            for old in sorted(os.listdir(overlays))[:-2] if os.path.isdir(overlays) else []:
+                os.remove(os.path.join(overlays, old))
+            try:
+                export(run_dir)
+            except Exception as e:
+                log(f"export {run_dir}: {type(e).__name__}: {e}")
+        for part in parts:
+            with tarfile.open(os.path.join(out, f"runs-{ds}-{part}s.tar"), "w") as tar:
+                for name in names:
+                    if name.startswith(part):
+                        tar.add(os.path.join(base, name), arcname=f"{ds}/{name}", filter=_skip_bulky)
+
+
 def _skip_bulky(ti: tarfile.TarInfo):
     """Leave out what is too large to bring back or a copy of something else (TensorBoard = CSV logs)."""
     return None if ti.name.endswith(".ckpt") or "/tensorboard" in ti.name else ti
@@ -152,7 +177,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seconds", type=float, default=195, help="wall-clock budget of every run in a phase")
     ap.add_argument("--datasets", nargs="+", default=["c", "e"], choices=sorted(CONFIGS))
-    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--recipes", nargs="+", default=None, help=f"which of {', '.join(RECIPES)} (default: all)")
+    ap.add_argument("--recipe", nargs="+", action="append", default=[], metavar=("NAME", "OVERRIDE"),
+                    help="a recipe of your own: a name and its config overrides (repeatable)")
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     ap.add_argument("--extra", nargs="*", default=[], help="overrides for every run (e.g. a tiny CPU dry run)")
     ap.add_argument("--work", default=None, help="where the runs live (default OUT/runs; removed at the end)")
@@ -160,7 +187,16 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=560,
                     help="seconds after the start past which no benchmark is started (the call's limit is 600)")
     args = ap.parse_args()
+    for name, *overrides in args.recipe:
+        RECIPES[name] = overrides
+    if args.recipes is None:
+        args.recipes = [r[0] for r in args.recipe] or list(RECIPES)
+    unknown = [r for r in args.recipes if r not in RECIPES]
+    if unknown:
+        ap.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
     sys.path.insert(0, os.path.join(ROOT, "src"))
+    args.out = os.path.abspath(args.out)  # the runs start in ROOT: every path handed to them is absolute
+    args.work = os.path.abspath(args.work) if args.work else None
     os.makedirs(args.out, exist_ok=True)
     LOG = os.path.join(args.out, "session.log")
     runs = args.work or os.path.join(args.out, "runs")
@@ -197,7 +233,7 @@ def main() -> None:
             if os.path.exists(ckpt):
                 from slotmatch.config import load_config
 
-                data = data or load_config(os.path.join(d, "config.yaml"))["data"]["path"]
+                data = data or os.path.join(ROOT, load_config(os.path.join(d, "config.yaml"))["data"]["path"])
                 try:
                     row.update(score(ckpt, data))
                 except Exception as e:  # one broken run must not end the session
@@ -212,6 +248,7 @@ def main() -> None:
             log(f"{ds}: best recipe {best[ds][0]}")
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    pack_runs(runs, args.out, args.datasets, ("teacher",))  # safe even if the call is cut short later
 
     # ---- phase 2: students from the best teacher, and the teacher trained on ----
     jobs = {}
@@ -230,9 +267,14 @@ def main() -> None:
                                        *RECIPES[r], f"train.max_time={max_time(2 * args.seconds)}", *args.extra],
                                       long_dir)
     threads = max(1, (os.cpu_count() or 2) // max(len(jobs), 1))
-    log(f"phase 2: {len(jobs)} runs, {args.seconds:.0f} s each")
+    # what is left before the deadline, less start-up, scoring and packing (about 60 s)
+    seconds2 = min(args.seconds, args.deadline - (time.time() - session_start) - 60)
+    jobs = {name: ([x if not x.startswith("train.max_time=") else
+                    f"train.max_time={max_time(seconds2 + (args.seconds if 'teacher-long' in name else 0))}"
+                    for x in a], d) for name, (a, d) in jobs.items()}
+    log(f"phase 2: {len(jobs)} runs, {seconds2:.0f} s each")
     t0 = time.time()
-    done = run_phase(jobs, args.seconds, threads, fallback)
+    done = run_phase(jobs, seconds2, threads, fallback) if seconds2 > 30 else {}
     log(f"phase 2 took {time.time() - t0:.0f} s")
     for ds, (r, d, _) in best.items():
         data = None
@@ -244,7 +286,7 @@ def main() -> None:
             if os.path.exists(ckpt):
                 from slotmatch.config import load_config
 
-                data = data or load_config(os.path.join(run_dir, "config.yaml"))["data"]["path"]
+                data = data or os.path.join(ROOT, load_config(os.path.join(run_dir, "config.yaml"))["data"]["path"])
                 try:
                     row.update(score(ckpt, data))
                 except Exception as e:
@@ -255,26 +297,8 @@ def main() -> None:
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
 
-    # ---- pack the runs: weights as fp16 safetensors, no .ckpt ----
-    for ds in args.datasets:
-        base = os.path.join(runs, ds)
-        if not os.path.isdir(base):
-            continue
-        for name in sorted(os.listdir(base)):
-            run_dir = os.path.join(base, name)
-            if os.path.isdir(run_dir):
-                overlays = os.path.join(run_dir, "overlays")
-                for old in sorted(os.listdir(overlays))[:-2] if os.path.isdir(overlays) else []:
-                    os.remove(os.path.join(overlays, old))  # the last two validations' pictures come back
-                try:
-                    export(run_dir)
-                except Exception as e:
-                    log(f"export {run_dir}: {type(e).__name__}: {e}")
-        for part in ("teacher", "student"):  # two files per dataset: each returned file is at most 16 MiB
-            with tarfile.open(os.path.join(args.out, f"runs-{ds}-{part}s.tar"), "w") as tar:
-                for name in sorted(os.listdir(base)):
-                    if name.startswith(part) and os.path.isdir(os.path.join(base, name)):
-                        tar.add(os.path.join(base, name), arcname=f"{ds}/{name}", filter=_skip_bulky)
+    pack_runs(runs, args.out, args.datasets, ("teacher", "student"))
+
     # ---- benchmarks on this device ----
     bench_txt = os.path.join(args.out, "bench.txt")
     if not args.skip_bench:

@@ -150,3 +150,18 @@ def test_teacher_gets_the_depth_maps_for_feature_distillation(tiny_dataset, teac
     batch = dict(_batch(), depth=torch.rand(2, 2, 32, 32) + 1)
     m.compute_losses(batch)
     assert seen and seen[0] is batch["depth"]  # a depth-target teacher can build its reconstruction target
+
+
+def test_batches_carry_what_the_student_and_a_feature_kd_teacher_reconstruct(tiny_dataset, teacher_ckpt):
+    cfg = tiny_config(tiny_dataset)
+    cfg["student"]["target"] = "pixels_raw+flow"  # the student's own target, not the config's model target
+    m = SlotMatchModule(cfg, teacher_ckpt)
+    assert m.data_targets() == ["pixels_raw+flow"]
+    cfg["distill"]["feature_kd"] = 1.0
+    m = SlotMatchModule(cfg, teacher_ckpt)
+    assert m.data_targets() == ["pixels_raw+flow", m.teacher.target_type]
+    from slotmatch.data.shards import DatasetError
+    from slotmatch.train import make_loaders
+
+    with pytest.raises(DatasetError, match="--with-flow"):  # the tiny dataset has no flow: asked for, not ignored
+        make_loaders(cfg, targets=m.data_targets())

@@ -107,3 +107,26 @@ def test_target_parts_concatenate_and_need_their_inputs():
     for bad in ("flows", "pixels+pixels", "features+flow"):
         with pytest.raises(ValueError, match="unknown target"):
             target_parts(bad)
+
+
+def test_a_rendered_floor_unprojects_onto_the_floor_plane():
+    """The pixel convention of `unproject` matches the renderer: an empty floor lands on z = 0."""
+    from slotmatch.data import scenes
+
+    seen = {}
+    real = scenes.scene_flow
+
+    def spy(depth, body_seg, view0, view1, proj, poses0, poses1):
+        seen.setdefault("args", (depth, body_seg, view0, proj))
+        return real(depth, body_seg, view0, view1, proj, poses0, poses1)
+
+    scenes.scene_flow = spy
+    try:
+        out = render_video(get_preset("movi-e-like"), 5, frames=2, size=48, hide_objects=True, with_flow=True)
+    finally:
+        scenes.scene_flow = real
+    depth, body_seg, view, proj = seen["args"]
+    floor = (depth < 50) & (out["segmentations"][0] == 0)  # not the sky
+    assert floor.mean() > 0.3
+    world = scenes.unproject(depth, view, proj)
+    assert np.abs(world[..., 2][floor]).max() < 0.02

@@ -102,6 +102,10 @@ class SlotMatchModule(SlotContrastModule):
             loss = loss + self.ds["mask_kd"] * terms["mask_kd"]
         return {"loss": loss, **terms, "out": out}
 
+    def data_targets(self) -> list:
+        """The student's target, and the teacher's when feature KD makes the teacher reconstruct too."""
+        return [self.model.target_type] + ([self.teacher.target_type] if self.ds["feature_kd"] > 0 else [])
+
     def trainable_parameters(self) -> list:
         extra = [] if self.feature_proj is None else list(self.feature_proj.parameters())
         return super().trainable_parameters() + extra

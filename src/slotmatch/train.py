@@ -84,6 +84,10 @@ class SlotContrastModule(L.LightningModule):
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "out"}, prog_bar=True, batch_size=n)
         return terms["loss"]
 
+    def data_targets(self) -> list:
+        """The reconstruction targets computed during training: they decide whether batches carry depth or flow."""
+        return [self.model.target_type]
+
     def trainable_parameters(self) -> list:
         """What the optimizer updates (the frozen encoder and, in distillation, the teacher excluded)."""
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -148,16 +152,18 @@ def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray
 
 
 # ---- data ----
-def make_loaders(cfg: dict, model=None, progress: bool = True) -> tuple[DataLoader, DataLoader]:
+def make_loaders(cfg: dict, model=None, progress: bool = True,
+                 targets: list | None = None) -> tuple[DataLoader, DataLoader]:
     """Training clips (random windows) and whole validation videos, resized to the model's input.
 
     With `train.feature_cache: true` and a frozen encoder, training clips are cached encoder features
-    (built on first use under `data.path/cache`), so the backbone never runs during training."""
+    (built on first use under `data.path/cache`), so the backbone never runs during training.
+    targets: the reconstruction targets to load inputs for (default: the config's model target)."""
     d = cfg["data"]
     size = d.get("size")
-    target = cfg["model"].get("target")
-    extras = {**({"with_depth": True} if target_needs_depth(target) else {}),
-              **({"with_flow": True} if target_needs_flow(target) else {})}
+    targets = [cfg["model"].get("target")] if targets is None else targets
+    extras = {**({"with_depth": True} if any(target_needs_depth(t) for t in targets) else {}),
+              **({"with_flow": True} if any(target_needs_flow(t) for t in targets) else {})}
     train = open_dataset(d["path"], "train", clip_length=d.get("clip_length", 4), random_clip=True, size=size,
                          **extras)
     if train_settings(cfg).get("feature_cache") and model is not None:
@@ -252,7 +258,8 @@ def fit(module: L.LightningModule, cfg: dict, run_dir: str, resume: bool = False
     ckpt_path = prepare_run(cfg, run_dir, resume, model_cfg)
     quiet_lightning()
     L.seed_everything(train_settings(cfg)["seed"], workers=True, verbose=False)
-    train_loader, val_loader = make_loaders(cfg, module.model if module.uses_feature_cache else None, progress)
+    train_loader, val_loader = make_loaders(cfg, module.model if module.uses_feature_cache else None, progress,
+                                            targets=module.data_targets())
     trainer = make_trainer(cfg, run_dir, progress)
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     last = os.path.join(run_dir, "checkpoints", "last.ckpt")

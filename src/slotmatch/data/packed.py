@@ -76,6 +76,8 @@ def pack_dataset(src: str, out: str, size: int = 64, num_videos: dict | None = N
     for split in source["splits"]:
         ds = ShardVideoDataset(src, split, with_depth=with_depth, with_flow=with_flow)
         n = min(len(ds), (num_videos or {}).get(split, len(ds)))
+        if n == 0:
+            continue  # an empty split is left out of the packed copy
         frames, depths, segs, flows = [], [], [], []
         for i in tqdm(range(n), desc=f"pack {split}", disable=not progress, leave=False):
             s = ds[i]
