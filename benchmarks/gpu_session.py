@@ -175,7 +175,12 @@ def main() -> None:
     global LOG
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--seconds", type=float, default=195, help="wall-clock budget of every run in a phase")
+    ap.add_argument("--seconds", type=float, default=195, help="wall-clock budget of every run in phase 1")
+    ap.add_argument("--student-seconds", type=float, default=None,
+                    help="budget of every run in phase 2 (default: --seconds, cut to fit --deadline)")
+    ap.add_argument("--min-mbo", type=float, default=0.0,
+                    help="distil only from a teacher whose video mBO reaches this; otherwise phase 2 just trains "
+                         "the best teacher on (a student of a teacher that finds no objects measures nothing)")
     ap.add_argument("--datasets", nargs="+", default=["c", "e"], choices=sorted(CONFIGS))
     ap.add_argument("--recipes", nargs="+", default=None, help=f"which of {', '.join(RECIPES)} (default: all)")
     ap.add_argument("--recipe", nargs="+", action="append", default=[], metavar=("NAME", "OVERRIDE"),
@@ -256,7 +261,9 @@ def main() -> None:
         teacher = os.path.join(d, "checkpoints", "last.ckpt")
         frozen = os.path.join(runs, ds, "teacher.ckpt")
         shutil.copy(teacher, frozen)  # the long run below rewrites its own last.ckpt
-        for s in args.students:
+        if best[ds][2]["video_mbo"] < args.min_mbo:
+            log(f"{ds}: best teacher mBO {best[ds][2]['video_mbo']:.3f} < --min-mbo {args.min_mbo}: no students")
+        for s in (args.students if best[ds][2]["video_mbo"] >= args.min_mbo else []):
             sd = os.path.join(runs, ds, f"student-{s}")
             jobs[f"{ds}/student-{s}"] = (["distill", "--config", CONFIGS[ds], "--teacher", frozen, f"--out={sd}",
                                           "--quiet", *RECIPES[r], *STUDENTS[s],
@@ -268,7 +275,7 @@ def main() -> None:
                                       long_dir)
     threads = max(1, (os.cpu_count() or 2) // max(len(jobs), 1))
     # what is left before the deadline, less start-up, scoring and packing (about 60 s)
-    seconds2 = min(args.seconds, args.deadline - (time.time() - session_start) - 60)
+    seconds2 = min(args.student_seconds or args.seconds, args.deadline - (time.time() - session_start) - 60)
     jobs = {name: ([x if not x.startswith("train.max_time=") else
                     f"train.max_time={max_time(seconds2 + (args.seconds if 'teacher-long' in name else 0))}"
                     for x in a], d) for name, (a, d) in jobs.items()}
@@ -315,6 +322,8 @@ def main() -> None:
                 cmds_bf16.append(c + ["--bf16"])
         cmds.append([sys.executable, os.path.join(ROOT, "benchmarks", "bench_models.py"), "--configs", "movi_e",
                      "movi_c", "--device", dev, "--paper-batch-size", "8", "--paper-repeats", "10", "--bf16"])
+        cmds.append([sys.executable, os.path.join(ROOT, "benchmarks", "bench_models.py"), "--configs", "movi_e",
+                     "--device", dev, "--paper-batch-size", "32", "--paper-repeats", "5", "--bf16", "--no-stages"])
         cmds += cmds_bf16
         with open(bench_txt, "w") as f:
             for c in cmds:
