@@ -61,3 +61,19 @@ def test_targets_shapes_and_depth_requirement(target, dim):
     if "depth" in target or "disparity" in target:
         with pytest.raises(ValueError, match="with-depth"):
             model(video)
+
+
+def test_the_oracle_diagnostic_codes_each_instance_and_needs_the_masks():
+    from slotmatch.models.encoder import ORACLE_DIM, make_target, oracle_patch_target
+
+    segs = torch.zeros(1, 8, 8, dtype=torch.long)
+    segs[:, :4, :4] = 3  # one object filling the top-left patch
+    t = oracle_patch_target(segs, 4)  # (1, 4, ORACLE_DIM)
+    assert t.shape == (1, 4, ORACLE_DIM)
+    assert torch.allclose(t[0, 1], t[0, 2]) and not torch.allclose(t[0, 0], t[0, 1])  # same id, same code
+    assert torch.allclose(t[0, 0].norm(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="ground-truth masks"):
+        make_target("oracle", torch.rand(1, 3, 8, 8), None, 4)
+    model = build_model(dict(CFG, target="oracle"))
+    out = model(torch.rand(2, 2, 3, 16, 16), segmentations=torch.randint(0, 4, (2, 2, 16, 16)))
+    assert out["target"].shape == (2, 2, 16, ORACLE_DIM)

@@ -20,7 +20,7 @@ from slotmatch.checkpoint import FORMAT, CheckpointError, read_checkpoint
 from slotmatch.data.dataset import open_dataset
 from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
-from slotmatch.models.encoder import target_needs_depth, target_needs_flow
+from slotmatch.models.encoder import target_needs_depth, target_needs_flow, target_needs_segmentations
 from slotmatch.references import reference_ids
 from slotmatch.visualize import overlay, save_image, upscale, video_grid
 
@@ -73,7 +73,7 @@ class SlotContrastModule(L.LightningModule):
     # ---- training ----
     def compute_losses(self, batch: dict) -> dict:
         out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"),
-                         flow=batch.get("flow"))
+                         flow=batch.get("flow"), segmentations=oracle_input(self.model, batch))
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
         return {"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con, "out": out}
@@ -141,6 +141,11 @@ class SlotContrastModule(L.LightningModule):
         path = os.path.join(self.run_dir, "overlays", f"step_{self.global_step:07d}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         save_image(video_grid(rows, idx), path)
+
+
+def oracle_input(model, batch: dict):
+    """The ground-truth masks, handed to the model only when its target is the "oracle" diagnostic."""
+    return batch.get("segmentations") if target_needs_segmentations(model.target_type) else None
 
 
 def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray]:

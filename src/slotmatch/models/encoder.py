@@ -28,7 +28,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # A target is "features" or "+"-joined parts, concatenated per patch in the order given.
-TARGET_PARTS = ("pixels", "pixels_raw", "depth", "disparity", "flow")
+TARGET_PARTS = ("pixels", "pixels_raw", "depth", "disparity", "flow", "oracle")
 TARGET_TYPES = ("features", "pixels", "pixels_raw", "depth", "pixels_raw+depth", "disparity",
                 "pixels_raw+disparity", "flow", "disparity+flow", "pixels_raw+flow")  # the ones measured
 
@@ -46,6 +46,11 @@ def target_parts(target: Optional[str]) -> list:
 def target_needs_depth(target: Optional[str]) -> bool:
     """Whether a reconstruction target is computed from the generator's depth maps."""
     return target is not None and ("depth" in target or "disparity" in target)
+
+
+def target_needs_segmentations(target: Optional[str]) -> bool:
+    """Whether a target reads the ground-truth masks: the "oracle" diagnostic, never a result."""
+    return target is not None and "oracle" in str(target).split("+")
 
 
 def target_needs_flow(target: Optional[str]) -> bool:
@@ -145,17 +150,37 @@ def flow_patch_target(flow: torch.Tensor, patch_size: int) -> torch.Tensor:
     return f.reshape(B, h, p, w, p, 2).permute(0, 1, 3, 5, 2, 4).reshape(B, h * w, 2 * p * p)
 
 
+ORACLE_DIM = 8
+
+
+def oracle_patch_target(segmentations: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """A DIAGNOSTIC target that reads the ground truth: every instance id gets a fixed random unit code
+    (background too), averaged over each patch. Features that separate objects perfectly: a model that
+    fails to segment with this target has a problem in slot attention, the decoder or the grid, not in
+    its features. Never a result: the ground truth is an input here.
+
+    segmentations: (B, H, W) ids -> (B, N, ORACLE_DIM).
+    """
+    g = torch.Generator().manual_seed(0)
+    codes = F.normalize(torch.randn(256, ORACLE_DIM, generator=g), dim=-1).to(segmentations.device)
+    p = patch_size
+    B, H, W = segmentations.shape
+    h, w = H // p, W // p
+    x = codes[segmentations[:, : h * p, : w * p].long().clamp(0, 255)]  # (B, H, W, D)
+    return x.reshape(B, h, p, w, p, ORACLE_DIM).mean(dim=(2, 4)).reshape(B, h * w, ORACLE_DIM)
+
+
 def target_dim(target: str, encoder: Encoder) -> int:
     """Feature size F of the reconstruction target for this encoder."""
     p2 = encoder.patch_size ** 2
     sizes = {"features": encoder.feature_dim, "pixels": 3 * p2, "pixels_raw": 3 * p2, "depth": p2,
-             "disparity": p2, "flow": 2 * p2}
+             "disparity": p2, "flow": 2 * p2, "oracle": ORACLE_DIM}
     return sum(sizes[part] for part in target_parts(target))
 
 
 def make_target(target: str, images: Optional[torch.Tensor], features: Optional[torch.Tensor],
                 patch_size: int, depth: Optional[torch.Tensor] = None,
-                flow: Optional[torch.Tensor] = None) -> torch.Tensor:
+                flow: Optional[torch.Tensor] = None, segmentations: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The tensor the decoder reconstructs, never carrying gradients.
 
     images: (B, 3, H, W) or None; features: (B, N, D) backbone features or None -> (B, N, F).
@@ -163,7 +188,8 @@ def make_target(target: str, images: Optional[torch.Tensor], features: Optional[
     "+"-joined parts, concatenated: "pixels" (pixel patches normalised per patch), "pixels_raw" (as
     they are), "depth" (log-depth), "disparity" (inverse depth, standardised per frame), both from
     depth (B, H, W) of the generator's --with-depth, and "flow" (optical flow, flow (B, H, W, 2) in
-    pixels, from --with-flow).
+    pixels, from --with-flow); "oracle" reads the ground-truth masks (segmentations (B, H, W)), a
+    diagnostic of the model, never a result (`oracle_patch_target`).
     """
     parts = target_parts(target)
     if parts == ["features"]:
@@ -185,6 +211,10 @@ def make_target(target: str, images: Optional[torch.Tensor], features: Optional[
                 if flow is None:
                     raise ValueError(f"target {target!r} needs optical flow (generate the data with --with-flow)")
                 out.append(flow_patch_target(flow, patch_size))
+            elif part == "oracle":
+                if segmentations is None:
+                    raise ValueError(f"target {target!r} needs the ground-truth masks")
+                out.append(oracle_patch_target(segmentations, patch_size))
     return out[0] if len(out) == 1 else torch.cat(out, -1)
 
 

@@ -93,7 +93,8 @@ class SlotContrast(nn.Module):
         self.decoder = MLPDecoder(S, self.target_dim, cfg.decoder_hidden, self.grid)
 
     def encode(self, video: torch.Tensor, with_target: bool = True, depth: Optional[torch.Tensor] = None,
-               flow: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+               flow: Optional[torch.Tensor] = None,
+               segmentations: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """video (B, T, 3, H, W) -> features (B, T, N, Dfeat), target (B, T, N, F).
 
         For a frozen encoder the features can be cached and passed to `forward(features=...)`.
@@ -105,14 +106,16 @@ class SlotContrast(nn.Module):
         if with_target:
             target = make_target(self.target_type, frames, features, self.encoder.patch_size,
                                  None if depth is None else depth.flatten(0, 1),
-                                 None if flow is None else flow.flatten(0, 1))
+                                 None if flow is None else flow.flatten(0, 1),
+                                 None if segmentations is None else segmentations.flatten(0, 1))
             out["target"] = target.unflatten(0, (B, T))  # (B, T, N, F)
         return out
 
     def forward(self, video: Optional[torch.Tensor] = None, prev_slots: Optional[torch.Tensor] = None,
                 features: Optional[torch.Tensor] = None, target: Optional[torch.Tensor] = None,
                 masks_only: bool = False, depth: Optional[torch.Tensor] = None,
-                flow: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                flow: Optional[torch.Tensor] = None,
+                segmentations: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Slots, masks and reconstruction for every frame.
 
         video: (B, T, 3, H, W) in [0, 1]; may be None when features (and, for a pixel target,
@@ -125,18 +128,22 @@ class SlotContrast(nn.Module):
         masks_only: inference fast path; no reconstruction / target in the output.
         depth: (B, T, H, W) depth maps, for the depth and disparity targets.
         flow: (B, T, H, W, 2) optical flow in pixels, for the flow target.
+        segmentations: (B, T, H, W) ground truth, only for the "oracle" diagnostic target.
         Returns slots (B, T, K, D), masks (B, T, K, N) decoder masks, attn (B, T, K, N)
         slot-attention masks, reconstruction (B, T, N, F), target (B, T, N, F), mask_grid (h, w).
         """
         if features is None:
-            enc = self.encode(video, with_target=(target is None and not masks_only), depth=depth, flow=flow)
+            enc = self.encode(video, with_target=(target is None and not masks_only), depth=depth, flow=flow,
+                              segmentations=segmentations)
             features = enc["features"]
             target = enc.get("target", target)
         elif target is None and not masks_only:
             frames = None if video is None else video.flatten(0, 1)
             target = make_target(self.target_type, frames, features.flatten(0, 1), self.encoder.patch_size,
                                  None if depth is None else depth.flatten(0, 1),
-                                 None if flow is None else flow.flatten(0, 1)).unflatten(0, features.shape[:2])
+                                 None if flow is None else flow.flatten(0, 1),
+                                 None if segmentations is None else segmentations.flatten(0, 1)
+                                 ).unflatten(0, features.shape[:2])
         B, T, N, _ = features.shape
         grid = self.grid if video is None else self.encoder.grid_size(video.shape[-2:])
         assert grid[0] * grid[1] == N, f"{N} tokens do not fit the grid {grid}"
