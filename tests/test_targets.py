@@ -77,3 +77,17 @@ def test_the_oracle_diagnostic_codes_each_instance_and_needs_the_masks():
     model = build_model(dict(CFG, target="oracle"))
     out = model(torch.rand(2, 2, 3, 16, 16), segmentations=torch.randint(0, 4, (2, 2, 16, 16)))
     assert out["target"].shape == (2, 2, 16, ORACLE_DIM)
+
+
+def test_the_oracle_encoder_diagnostic_reads_the_masks():
+    cfg = dict(CFG, encoder={"name": "oracle", "patch_size": 4}, target="features")
+    model = build_model(cfg)
+    video, segs = torch.rand(2, 2, 3, 16, 16), torch.randint(0, 4, (2, 2, 16, 16))
+    out = model(video, segmentations=segs)
+    assert out["masks"].shape == (2, 2, 3, 16) and out["target"].shape[-1] == 8
+    with pytest.raises(ValueError, match="ground-truth masks"):
+        model(video)
+    from slotmatch.evaluate import predict_ids
+
+    ids = predict_ids(model, video, (32, 32), segmentations=torch.randint(0, 4, (2, 2, 32, 32)))
+    assert ids.shape == (2, 2, 32, 32)

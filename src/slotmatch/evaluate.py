@@ -250,13 +250,22 @@ def _pair(size) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def predict_ids(model, video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def predict_ids(model, video: torch.Tensor, size: tuple[int, int],
+                segmentations: torch.Tensor | None = None) -> torch.Tensor:
     """Segment ids (B, T, *size) of a model for whole videos (B, T, 3, H, W) in [0, 1].
 
     The video is resized to the model's input size (`model.cfg.img_size`), the decoder masks are
     upsampled bilinearly to `size` (the ground truth's) and the argmax over slots is the id.
     """
-    out = model(resize_video(video, _pair(model.cfg.img_size)), masks_only=True)
+    size_in = _pair(model.cfg.img_size)
+    extra = {}
+    if getattr(model.encoder, "needs_segmentations", False):  # the oracle diagnostic reads the ground truth
+        if segmentations is None:
+            raise ValueError("this model's encoder is the oracle diagnostic: it needs the ground-truth masks")
+        extra["segmentations"] = torch.nn.functional.interpolate(
+            segmentations.flatten(0, 1)[:, None].float(), size=size_in, mode="nearest")[:, 0].long().unflatten(
+            0, segmentations.shape[:2])
+    out = model(resize_video(video, size_in), masks_only=True, **extra)
     masks = out["masks"].unflatten(-1, tuple(out["mask_grid"]))  # (B, T, K, h, w)
     return metrics.masks_to_ids(masks, tuple(size))
 

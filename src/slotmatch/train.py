@@ -102,7 +102,7 @@ class SlotContrastModule(L.LightningModule):
     # ---- validation ----
     def validation_step(self, batch, batch_idx):
         true = batch["segmentations"]  # (B, T, H, W)
-        pred = predict_ids(self.model, batch["video"], true.shape[-2:])
+        pred = predict_ids(self.model, batch["video"], true.shape[-2:], segmentations=oracle_input(self.model, batch))
         scores = video_scores(pred, true)
         self._val.append(scores)
         if batch_idx == 0 and self.run_dir is not None:
@@ -145,7 +145,8 @@ class SlotContrastModule(L.LightningModule):
 
 def oracle_input(model, batch: dict):
     """The ground-truth masks, handed to the model only when its target is the "oracle" diagnostic."""
-    return batch.get("segmentations") if target_needs_segmentations(model.target_type) else None
+    needed = target_needs_segmentations(model.target_type) or getattr(model.encoder, "needs_segmentations", False)
+    return batch.get("segmentations") if needed else None
 
 
 def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray]:

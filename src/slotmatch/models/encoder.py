@@ -429,6 +429,27 @@ class CNNEncoder(Encoder):
 # ----------------------------------------------------------------------------------------------
 
 
+class OracleEncoder(Encoder):
+    """A DIAGNOSTIC encoder that reads the ground truth: each patch's feature is the patch-averaged
+    instance code of `oracle_patch_target`, plus a position code. Slot attention and the decoder then
+    get features that separate objects perfectly (DINOSAUR with ideal features): if they still do not
+    segment, the problem is in them, not in the features. Frozen (nothing to learn); never a result.
+    """
+
+    needs_segmentations = True
+
+    def __init__(self, patch_size: int = 4, frozen: bool = True, img_size=None):
+        super().__init__()
+        self.patch_size, self.frozen, self.feature_dim = patch_size, True, ORACLE_DIM
+
+    def forward(self, images: torch.Tensor, segmentations: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """images (B, 3, H, W) (unused but for the shape), segmentations (B, H, W) -> (B, N, ORACLE_DIM)."""
+        if segmentations is None:
+            raise ValueError("the oracle encoder needs the ground-truth masks (a diagnostic: train or evaluate "
+                             "with a dataset that has them)")
+        return oracle_patch_target(segmentations, self.patch_size)
+
+
 def build_encoder(cfg: dict, img_size: Optional[Union[int, Sequence[int]]] = None) -> Encoder:
     """Encoder from a config dict: {"name": "cnn", ...} or {"name": <timm ViT name>, ...}.
 
@@ -441,4 +462,6 @@ def build_encoder(cfg: dict, img_size: Optional[Union[int, Sequence[int]]] = Non
     if name == "cnn":
         cfg.pop("img_size", None)
         return CNNEncoder(**cfg)
+    if name == "oracle":
+        return OracleEncoder(**cfg)
     return TimmViTEncoder(name, **cfg)

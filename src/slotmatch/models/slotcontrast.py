@@ -101,7 +101,10 @@ class SlotContrast(nn.Module):
         """
         B, T = video.shape[:2]
         frames = video.flatten(0, 1)  # (B*T, 3, H, W)
-        features = self.encoder(frames)  # (B*T, N, Dfeat)
+        if getattr(self.encoder, "needs_segmentations", False):  # the oracle diagnostic
+            features = self.encoder(frames, None if segmentations is None else segmentations.flatten(0, 1))
+        else:
+            features = self.encoder(frames)  # (B*T, N, Dfeat)
         out = {"features": features.unflatten(0, (B, T))}
         if with_target:
             target = make_target(self.target_type, frames, features, self.encoder.patch_size,
