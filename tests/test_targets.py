@@ -84,7 +84,7 @@ def test_the_oracle_encoder_diagnostic_reads_the_masks():
     model = build_model(cfg)
     video, segs = torch.rand(2, 2, 3, 16, 16), torch.randint(0, 4, (2, 2, 16, 16))
     out = model(video, segmentations=segs)
-    assert out["masks"].shape == (2, 2, 3, 16) and out["target"].shape[-1] == 8
+    assert out["masks"].shape == (2, 2, 3, 16) and out["target"].shape[-1] == 8 + 4  # codes, then position
     with pytest.raises(ValueError, match="ground-truth masks"):
         model(video)
     from slotmatch.evaluate import predict_ids

@@ -440,14 +440,20 @@ class OracleEncoder(Encoder):
 
     def __init__(self, patch_size: int = 4, frozen: bool = True, img_size=None):
         super().__init__()
-        self.patch_size, self.frozen, self.feature_dim = patch_size, True, ORACLE_DIM
+        self.patch_size, self.frozen, self.feature_dim = patch_size, True, ORACLE_DIM + 4
 
     def forward(self, images: torch.Tensor, segmentations: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """images (B, 3, H, W) (unused but for the shape), segmentations (B, H, W) -> (B, N, ORACLE_DIM)."""
+        """images (B, 3, H, W) (unused), segmentations (B, H, W) -> (B, N, ORACLE_DIM + 4): the codes, then
+        the patch's (y, x, 1 - y, 1 - x) in [0, 1] (a slot must learn where its object is, to draw it)."""
         if segmentations is None:
             raise ValueError("the oracle encoder needs the ground-truth masks (a diagnostic: train or evaluate "
                              "with a dataset that has them)")
-        return oracle_patch_target(segmentations, self.patch_size)
+        codes = oracle_patch_target(segmentations, self.patch_size)
+        h, w = segmentations.shape[-2] // self.patch_size, segmentations.shape[-1] // self.patch_size
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, h, device=codes.device),
+                                torch.linspace(0, 1, w, device=codes.device), indexing="ij")
+        grid = torch.stack([yy, xx, 1 - yy, 1 - xx], -1).reshape(1, h * w, 4).expand(codes.shape[0], -1, -1)
+        return torch.cat([codes, grid.to(codes.dtype)], -1)
 
 
 def build_encoder(cfg: dict, img_size: Optional[Union[int, Sequence[int]]] = None) -> Encoder:
