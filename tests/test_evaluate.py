@@ -216,3 +216,20 @@ def test_default_out_dir(tmp_path):
     assert default_out_dir("/r/checkpoints/last.ckpt") == "/r/eval-validation"
     assert default_out_dir("/r/checkpoints/last.ckpt", "train", "teacher") == "/r/eval-train-teacher"
     assert default_out_dir("/w/model.safetensors", "validation") == "/w/eval-validation"
+
+
+def test_attention_masks_are_scored_from_slot_attention(tiny_teacher_run, tmp_path):
+    from slotmatch.checkpoint import load_model
+    from slotmatch.evaluate import predict_ids
+    from slotmatch import metrics
+
+    cfg, run, last = tiny_teacher_run
+    model, _ = load_model(last)
+    video = open_dataset(cfg["data"]["path"], "validation")[0]["video"][None]
+    out = model(video, masks_only=True)
+    want = metrics.masks_to_ids(out["attn"].unflatten(-1, tuple(out["mask_grid"])), (32, 32))
+    assert torch.equal(predict_ids(model, video, (32, 32), masks="attention"), want)
+    with pytest.raises(ValueError, match="masks must be one of"):
+        predict_ids(model, video, (32, 32), masks="alpha")
+    r = evaluate(last, cfg["data"]["path"], out=str(tmp_path / "e"), batch_size=2, max_videos=2, masks="attention")
+    assert r["masks"] == "attention" and r["num_videos"] == 2

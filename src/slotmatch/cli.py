@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--max-videos", type=int, default=None)
     e.add_argument("--device", default="cpu")
+    e.add_argument("--masks", default="decoder", choices=["decoder", "attention"],
+                   help="score the decoder's alpha masks (default, as the papers) or slot attention's masks")
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("benchmark", help="parameters, throughput, latency and memory: teacher vs student, one run")

@@ -249,9 +249,12 @@ def _pair(size) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
 
 
+MASK_KINDS = {"decoder": "masks", "attention": "attn"}  # the decoder's alpha masks (reported) or slot attention's
+
+
 @torch.no_grad()
 def predict_ids(model, video: torch.Tensor, size: tuple[int, int],
-                segmentations: torch.Tensor | None = None) -> torch.Tensor:
+                segmentations: torch.Tensor | None = None, masks: str = "decoder") -> torch.Tensor:
     """Segment ids (B, T, *size) of a model for whole videos (B, T, 3, H, W) in [0, 1].
 
     The video is resized to the model's input size (`model.cfg.img_size`), the decoder masks are
@@ -265,9 +268,11 @@ def predict_ids(model, video: torch.Tensor, size: tuple[int, int],
         extra["segmentations"] = torch.nn.functional.interpolate(
             segmentations.flatten(0, 1)[:, None].float(), size=size_in, mode="nearest")[:, 0].long().unflatten(
             0, segmentations.shape[:2])
+    if masks not in MASK_KINDS:
+        raise ValueError(f"masks must be one of {', '.join(MASK_KINDS)}, got {masks!r}")
     out = model(resize_video(video, size_in), masks_only=True, **extra)
-    masks = out["masks"].unflatten(-1, tuple(out["mask_grid"]))  # (B, T, K, h, w)
-    return metrics.masks_to_ids(masks, tuple(size))
+    m = out[MASK_KINDS[masks]].unflatten(-1, tuple(out["mask_grid"]))  # (B, T, K, h, w)
+    return metrics.masks_to_ids(m, tuple(size))
 
 
 def default_out_dir(checkpoint: str, split: str = "validation", which: str = "model") -> str:
@@ -343,7 +348,7 @@ def _safe_name(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in s)[:60]
 
 
-def _write_overlays(model, dataset, picks, out: str, device) -> list[dict]:
+def _write_overlays(model, dataset, picks, out: str, device, masks: str = "decoder") -> list[dict]:
     """For each picked video: a GIF (frame | ground truth | model, side by side) and a PNG strip."""
     from slotmatch.visualize import overlay, save_gif, save_image, upscale, video_grid
 
@@ -352,7 +357,7 @@ def _write_overlays(model, dataset, picks, out: str, device) -> list[dict]:
     for label, rank, v in picks:
         s = dataset[v["index"]]
         true = s["segmentations"]  # (T, H, W)
-        pred = predict_ids(model, s["video"][None].to(device).float(), tuple(true.shape[-2:]))[0].cpu()
+        pred = predict_ids(model, s["video"][None].to(device).float(), tuple(true.shape[-2:]), masks=masks)[0].cpu()
         frames = (s["video"].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)  # (T, H, W, 3)
         factor = max(1, 128 // frames.shape[1])
         rows = [upscale(frames, factor), upscale(overlay(frames, true.numpy()), factor),
@@ -370,8 +375,11 @@ def _write_overlays(model, dataset, picks, out: str, device) -> list[dict]:
 
 
 def evaluate(checkpoint: str, data: str, split: str = "validation", out: str | None = None, which: str = "model",
-             batch_size: int = 8, max_videos: int | None = None, device: str = "cpu") -> dict:
+             batch_size: int = 8, max_videos: int | None = None, device: str = "cpu", masks: str = "decoder") -> dict:
     """Evaluate a checkpoint on whole videos of a dataset split beside the reference rows; write a report.
+
+    masks: "decoder" (the decoder's alpha masks, what DINOSAUR and SlotContrast report) or "attention"
+    (slot attention's own masks of the last iteration).
 
     Writes into `out` (default `default_out_dir`): metrics.json, metrics.md, overlays/ (worst and best
     videos by video mBO), plots (scores.png, per_video.png, training/ curves when the run has logs) and
@@ -393,14 +401,14 @@ def evaluate(checkpoint: str, data: str, split: str = "validation", out: str | N
     out = out or default_out_dir(checkpoint, split, which)
     os.makedirs(out, exist_ok=True)
 
-    segmenters: dict[str, Segmenter] = {"model": lambda video, size: predict_ids(model, video, size)}
+    segmenters: dict[str, Segmenter] = {"model": lambda video, size: predict_ids(model, video, size, masks=masks)}
     segmenters.update(reference_segmenters(num_segments))
     scores = score_segmenters(dataset, segmenters, batch_size, max_videos, device)
     model_row = summarize("model", scores.pop("model"))
     refs = {name: summarize(name, per_video) for name, per_video in scores.items()}
 
     result = {
-        "checkpoint": os.path.abspath(checkpoint), "which": which, "data": os.path.abspath(data), "split": split,
+        "checkpoint": os.path.abspath(checkpoint), "which": which, "masks": masks, "data": os.path.abspath(data), "split": split,
         "num_videos": model_row["num_videos"], "num_segments": num_segments, "input_size": list(input_size),
         "ci_method": CI_METHOD,
         "aggregate": model_row["aggregate"], "ci95": model_row["ci95"], "n": model_row["n"],
@@ -408,7 +416,8 @@ def evaluate(checkpoint: str, data: str, split: str = "validation", out: str | N
         "references": {name: {k: r[k] for k in ("aggregate", "ci95", "n", "per_video")} for name, r in refs.items()},
         "comparisons": _comparisons(model_row, refs),
     }
-    result["overlays"] = _write_overlays(model, dataset, _pick_overlay_videos(model_row["per_video"]), out, device)
+    result["overlays"] = _write_overlays(model, dataset, _pick_overlay_videos(model_row["per_video"]), out, device,
+                                         masks)
     rows = [{**model_row, "name": model_label(which)}] + list(refs.values())
     result["table"] = format_table(rows)
     result = _jsonable(result)
@@ -447,7 +456,8 @@ def markdown_report(result: dict) -> str:
 def evaluate_main(args) -> None:
     """`slotmatch evaluate`: run `evaluate` with the parsed arguments and print the table."""
     result = evaluate(args.checkpoint, args.data, split=args.split, out=args.out, which=args.which,
-                      batch_size=args.batch_size, max_videos=args.max_videos, device=args.device)
+                      batch_size=args.batch_size, max_videos=args.max_videos, device=args.device,
+                      masks=args.masks)
     print(result["table"])
     for line in comparison_lines(result["comparisons"], model_label(result["which"])):
         print(line)
