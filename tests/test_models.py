@@ -310,3 +310,18 @@ def test_timm_weights_from_hf_cache(tmp_path, no_network, monkeypatch):
     enc = TimmViTEncoder(VIT_NAME, weights="timm", img_size=28, model_kwargs=TINY_VIT)
     images = torch.rand(1, 3, 28, 28)
     torch.testing.assert_close(enc(images), src(images), rtol=0, atol=0)
+
+
+def test_masks_from_slot_attention_combine_the_decoded_features():
+    from slotmatch.models import build_model
+
+    cfg = dict(encoder={"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4}, img_size=16, num_slots=3,
+               slot_dim=8, mlp_hidden=8, decoder_hidden=[16], target="pixels_raw", mask_source="attention")
+    model = build_model(cfg)
+    out = model(torch.rand(2, 2, 3, 16, 16))
+    assert torch.equal(out["masks"], out["attn"])
+    feats = model.decoder(out["slots"].flatten(0, 1), features_only=True)["features"]  # (B*T, K, N, F)
+    want = torch.einsum("bknf,bkn->bnf", feats, out["attn"].flatten(0, 1)).unflatten(0, (2, 2))
+    assert torch.allclose(out["reconstruction"], want, atol=1e-6)
+    with pytest.raises(ValueError, match="mask_source"):
+        build_model(dict(cfg, mask_source="alpha"))

@@ -46,6 +46,10 @@ class SlotContrastConfig:
     # reconstruction target: "features" (frozen encoder's features, paper), "pixels" (pixel patches
     # normalised per patch), "pixels_raw"; None: "features" if the encoder is frozen, else "pixels"
     target: Optional[str] = None
+    # which masks combine the slots' decoded features: "decoder" (the decoder's alpha, the papers) or
+    # "attention" (slot attention's own masks; the decoder's alpha is then unused). An experiment: with
+    # small objects the alpha masks collapse onto one or two slots (docs/RESULTS.md, "Diagnostic").
+    mask_source: str = "decoder"
 
 
 def _dinov2(name: str, img_size: int) -> dict:
@@ -90,6 +94,8 @@ class SlotContrast(nn.Module):
                                               cfg.predictor_ff, cfg.predictor_qk_scale)
         self.grid = self.encoder.grid_size(cfg.img_size)
         self.target_dim = target_dim(self.target_type, self.encoder)
+        if cfg.mask_source not in ("decoder", "attention"):
+            raise ValueError(f"mask_source must be 'decoder' or 'attention', got {cfg.mask_source!r}")
         self.decoder = MLPDecoder(S, self.target_dim, cfg.decoder_hidden, self.grid)
 
     def encode(self, video: torch.Tensor, with_target: bool = True, depth: Optional[torch.Tensor] = None,
@@ -166,6 +172,13 @@ class SlotContrast(nn.Module):
         slots = torch.stack(all_slots, dim=1)  # (B, T, K, D)
         attn = torch.stack(all_attn, dim=1)  # (B, T, K, N)
 
+        if self.cfg.mask_source == "attention":
+            out = {"slots": slots, "attn": attn, "masks": attn, "mask_grid": tuple(grid)}
+            if not masks_only:
+                feats = self.decoder(slots.flatten(0, 1), grid=grid, features_only=True)["features"]
+                out["reconstruction"] = torch.einsum("bknf,bkn->bnf", feats, attn.flatten(0, 1)).unflatten(0, (B, T))
+                out["target"] = target
+            return out
         dec = self.decoder(slots.flatten(0, 1), masks_only=masks_only, grid=grid)
         out = {"slots": slots, "attn": attn, "masks": dec["masks"].unflatten(0, (B, T)),
                "mask_grid": tuple(grid)}
