@@ -37,14 +37,21 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"c": "movi-c-like-gpu", "e": "movi-e-like-gpu"}
 RECIPES = {  # overrides of the GPU preset; the preset itself is the first. Session 1 measured the first
-    # four of the old list (disparity, pixels+disparity, disparity at lr 4e-4, pixels): none found objects.
+    # two and raw pixels (+ disparity): none found objects. "-attn": slot attention's masks weigh the
+    # decoded features (model.mask_source=attention), which lets ideal features group (RESULTS.md).
     "disparity": [],
+    "disparity-lr4e-4": ["train.lr=4e-4"],
     "flow": ["model.target=flow"],
     "disparity+flow": ["model.target=disparity+flow"],
-    # a diagnostic that reads the ground truth (never selected as a teacher): can these settings group
+    "disparity-attn": ["model.mask_source=attention"],
+    "flow-attn": ["model.target=flow", "model.mask_source=attention"],
+    "disparity+flow-attn": ["model.target=disparity+flow", "model.mask_source=attention"],
+    # diagnostics that read the ground truth (never selected as a teacher): can these settings group
     # ideal features at all? (docs/RESULTS.md, "Diagnostic")
     "oracle": ["model.encoder={name: oracle, patch_size: 2}", "model.target=oracle"],
+    "oracle-attn": ["model.encoder={name: oracle, patch_size: 2}", "model.target=oracle", "model.mask_source=attention"],
 }
+DEFAULT_RECIPES = ["disparity-attn", "flow-attn", "disparity+flow-attn", "oracle-attn"]
 STUDENTS = {
     "slotmatch": [],
     "alone": ["distill.beta=0"],
@@ -202,7 +209,7 @@ def main() -> None:
                     help="distil only from a teacher whose video mBO reaches this; otherwise phase 2 just trains "
                          "the best teacher on (a student of a teacher that finds no objects measures nothing)")
     ap.add_argument("--datasets", nargs="+", default=["c", "e"], choices=sorted(CONFIGS))
-    ap.add_argument("--recipes", nargs="+", default=None, help=f"which of {', '.join(RECIPES)} (default: all)")
+    ap.add_argument("--recipes", nargs="+", default=None, help=f"which of {', '.join(RECIPES)} (default: {', '.join(DEFAULT_RECIPES)})")
     ap.add_argument("--recipe", nargs="+", action="append", default=[], metavar=("NAME", "OVERRIDE"),
                     help="a recipe of your own: a name and its config overrides (repeatable)")
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
@@ -215,7 +222,7 @@ def main() -> None:
     for name, *overrides in args.recipe:
         RECIPES[name] = overrides
     if args.recipes is None:
-        args.recipes = [r[0] for r in args.recipe] or list(RECIPES)
+        args.recipes = [r[0] for r in args.recipe] or DEFAULT_RECIPES
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown:
         ap.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
