@@ -138,7 +138,7 @@ def score(checkpoint: str, data: str, which: str = "model") -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, _ = load_model(checkpoint, which=which, device=device)
-    if getattr(model.encoder, "needs_segmentations", False):  # the oracle diagnostic reads the ground truth
+    if model.encoder.needs_segmentations:  # the oracle diagnostic reads the ground truth
         import numpy as np
 
         from slotmatch import metrics
@@ -157,6 +157,27 @@ def score(checkpoint: str, data: str, which: str = "model") -> dict:
                             {"model": lambda v, s: predict_ids(model, v, s)}, batch_size=25, device=device)
     agg = summarize("model", rows["model"])["aggregate"]
     return {k: agg[k] for k in ("video_fg_ari", "video_mbo")}
+
+
+def result_row(rc: int, run_dir: str, out: str) -> dict:
+    """A run's exit code, directory, and (when it left a checkpoint) its scores and last step."""
+    from slotmatch.config import load_config
+
+    row = {"exit": rc, "run_dir": os.path.relpath(run_dir, out)}
+    ckpt = os.path.join(run_dir, "checkpoints", "last.ckpt")
+    if os.path.exists(ckpt):
+        data = os.path.join(ROOT, load_config(os.path.join(run_dir, "config.yaml"))["data"]["path"])
+        try:
+            row.update(score(ckpt, data))
+        except Exception as e:  # one broken run must not end the session
+            row["error"] = f"{type(e).__name__}: {e}"
+        row["step"] = last_metrics(run_dir).get("step")
+    return row
+
+
+def write_summary(summary: dict, out: str) -> None:
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
 
 
 def export(run_dir: str, which: str = "model") -> str | None:
@@ -256,34 +277,24 @@ def main() -> None:
     log(f"phase 1 took {time.time() - t0:.0f} s")
     best: dict[str, tuple[str, str, dict]] = {}
     for ds in args.datasets:
-        data = None
         summary["datasets"][ds] = {"teachers": {}, "students": {}}
         for r in args.recipes:
             rc, d = done[f"{ds}/teacher-{r}"]
-            ckpt = os.path.join(d, "checkpoints", "last.ckpt")
-            row = {"exit": rc, "run_dir": os.path.relpath(d, args.out), "overrides": RECIPES[r]}
-            if os.path.exists(ckpt):
-                from slotmatch.config import load_config
-
-                data = data or os.path.join(ROOT, load_config(os.path.join(d, "config.yaml"))["data"]["path"])
-                try:
-                    row.update(score(ckpt, data))
-                except Exception as e:  # one broken run must not end the session
-                    row["error"] = f"{type(e).__name__}: {e}"
-                row["step"] = last_metrics(d).get("step")
-                if "video_mbo" in row and not r.startswith("oracle") and (
-                        ds not in best or row["video_mbo"] > best[ds][2]["video_mbo"]):
-                    best[ds] = (r, d, row)
+            row = {**result_row(rc, d, args.out), "overrides": RECIPES[r]}
+            if "video_mbo" in row and not r.startswith("oracle") and (
+                    ds not in best or row["video_mbo"] > best[ds][2]["video_mbo"]):
+                best[ds] = (r, d, row)
             summary["datasets"][ds]["teachers"][r] = row
             log(f"{ds} teacher {r}: {row}")
         if ds in best:
             summary["datasets"][ds]["best_recipe"] = best[ds][0]
             log(f"{ds}: best recipe {best[ds][0]}")
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_summary(summary, args.out)
     pack_runs(runs, args.out, args.datasets, ("teacher",))  # safe even if the call is cut short later
 
     # ---- phase 2: students from the best teacher, and the teacher trained on ----
+    # what is left before the deadline, less start-up, scoring and packing (about 60 s)
+    seconds2 = min(args.student_seconds or args.seconds, args.deadline - (time.time() - session_start) - 60)
     jobs = {}
     for ds, (r, d, _) in best.items():
         teacher = os.path.join(d, "checkpoints", "last.ckpt")
@@ -295,42 +306,23 @@ def main() -> None:
             sd = os.path.join(runs, ds, f"student-{s}")
             jobs[f"{ds}/student-{s}"] = (["distill", "--config", CONFIGS[ds], "--teacher", frozen, f"--out={sd}",
                                           "--quiet", *RECIPES[r], *STUDENTS[s],
-                                          f"train.max_time={max_time(args.seconds)}", *args.extra], sd)
+                                          f"train.max_time={max_time(seconds2)}", *args.extra], sd)
         long_dir = os.path.join(runs, ds, f"teacher-{r}-long")
         shutil.copytree(d, long_dir)
         jobs[f"{ds}/teacher-long"] = (["train", "--config", CONFIGS[ds], f"--out={long_dir}", "--resume", "--quiet",
-                                       *RECIPES[r], f"train.max_time={max_time(2 * args.seconds)}", *args.extra],
-                                      long_dir)
+                                       *RECIPES[r], f"train.max_time={max_time(args.seconds + seconds2)}",
+                                       *args.extra], long_dir)
     threads = max(1, (os.cpu_count() or 2) // max(len(jobs), 1))
-    # what is left before the deadline, less start-up, scoring and packing (about 60 s)
-    seconds2 = min(args.student_seconds or args.seconds, args.deadline - (time.time() - session_start) - 60)
-    jobs = {name: ([x if not x.startswith("train.max_time=") else
-                    f"train.max_time={max_time(seconds2 + (args.seconds if 'teacher-long' in name else 0))}"
-                    for x in a], d) for name, (a, d) in jobs.items()}
     log(f"phase 2: {len(jobs)} runs, {seconds2:.0f} s each" + ("" if seconds2 > 30 else ": skipped, too little time"))
     t0 = time.time()
     done = run_phase(jobs, seconds2, threads, fallback) if seconds2 > 30 else {}
     log(f"phase 2 took {time.time() - t0:.0f} s")
-    for ds, (r, d, _) in best.items():
-        data = None
-        for name, (rc, run_dir) in done.items():
-            if not name.startswith(ds + "/"):
-                continue
-            ckpt = os.path.join(run_dir, "checkpoints", "last.ckpt")
-            row = {"exit": rc, "run_dir": os.path.relpath(run_dir, args.out)}
-            if os.path.exists(ckpt):
-                from slotmatch.config import load_config
-
-                data = data or os.path.join(ROOT, load_config(os.path.join(run_dir, "config.yaml"))["data"]["path"])
-                try:
-                    row.update(score(ckpt, data))
-                except Exception as e:
-                    row["error"] = f"{type(e).__name__}: {e}"
-                row["step"] = last_metrics(run_dir).get("step")
-            summary["datasets"][ds]["students" if "student" in name else "teachers"][name.split("/")[1]] = row
-            log(f"{name}: {row}")
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    for name, (rc, run_dir) in done.items():
+        ds, run = name.split("/")
+        row = result_row(rc, run_dir, args.out)
+        summary["datasets"][ds]["students" if run.startswith("student") else "teachers"][run] = row
+        log(f"{name}: {row}")
+    write_summary(summary, args.out)
 
     pack_runs(runs, args.out, args.datasets, ("teacher", "student"))
 

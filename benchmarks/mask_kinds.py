@@ -30,7 +30,7 @@ def main() -> None:
     items = [ds[i] for i in range(min(a.videos, len(ds)))]
     video = torch.stack([x["video"] for x in items])
     true = torch.stack([x["segmentations"] for x in items])
-    extra = {"segmentations": true} if getattr(model.encoder, "needs_segmentations", False) else {}
+    extra = {"segmentations": true} if model.encoder.needs_segmentations else {}
     with torch.no_grad():
         out = model(video, masks_only=True, **extra)
     print(f"{a.checkpoint} on {len(items)} videos of {a.data} at {a.size}px")

@@ -320,8 +320,11 @@ def test_masks_from_slot_attention_combine_the_decoded_features():
     model = build_model(cfg)
     out = model(torch.rand(2, 2, 3, 16, 16))
     assert torch.equal(out["masks"], out["attn"])
-    feats = model.decoder(out["slots"].flatten(0, 1), features_only=True)["features"]  # (B*T, K, N, F)
-    want = torch.einsum("bknf,bkn->bnf", feats, out["attn"].flatten(0, 1)).unflatten(0, (2, 2))
+    slots, attn = out["slots"].flatten(0, 1), out["attn"].flatten(0, 1)  # (B*T, K, D), (B*T, K, N)
+    # each slot's decoded features: the reconstruction when that slot owns every patch
+    feats = torch.stack([model.decoder(slots, masks=torch.nn.functional.one_hot(torch.full(attn.shape[::2], k), 3)
+                                       .transpose(1, 2).float())["reconstruction"] for k in range(3)], 1)
+    want = torch.einsum("bknf,bkn->bnf", feats, attn).unflatten(0, (2, 2))
     assert torch.allclose(out["reconstruction"], want, atol=1e-6)
     with pytest.raises(ValueError, match="mask_source"):
         build_model(dict(cfg, mask_source="alpha"))

@@ -262,12 +262,12 @@ def predict_ids(model, video: torch.Tensor, size: tuple[int, int],
     """
     size_in = _pair(model.cfg.img_size)
     extra = {}
-    if getattr(model.encoder, "needs_segmentations", False):  # the oracle diagnostic reads the ground truth
+    if model.encoder.needs_segmentations:  # the oracle diagnostic reads the ground truth
         if segmentations is None:
             raise ValueError("this model's encoder is the oracle diagnostic: it needs the ground-truth masks")
-        extra["segmentations"] = torch.nn.functional.interpolate(
-            segmentations.flatten(0, 1)[:, None].float(), size=size_in, mode="nearest")[:, 0].long().unflatten(
-            0, segmentations.shape[:2])
+        from slotmatch.data.dataset import resize_maps
+
+        extra["segmentations"] = resize_maps(segmentations.flatten(0, 1), size_in).unflatten(0, segmentations.shape[:2])
     if masks not in MASK_KINDS:
         raise ValueError(f"masks must be one of {', '.join(MASK_KINDS)}, got {masks!r}")
     out = model(resize_video(video, size_in), masks_only=True, **extra)

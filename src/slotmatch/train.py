@@ -20,7 +20,7 @@ from slotmatch.checkpoint import FORMAT, CheckpointError, read_checkpoint
 from slotmatch.data.dataset import open_dataset
 from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
-from slotmatch.models.encoder import target_needs_depth, target_needs_flow, target_needs_segmentations
+from slotmatch.models.encoder import target_needs_depth, target_needs_flow
 from slotmatch.references import reference_ids
 from slotmatch.visualize import overlay, save_image, upscale, video_grid
 
@@ -144,9 +144,8 @@ class SlotContrastModule(L.LightningModule):
 
 
 def oracle_input(model, batch: dict):
-    """The ground-truth masks, handed to the model only when its target is the "oracle" diagnostic."""
-    needed = target_needs_segmentations(model.target_type) or getattr(model.encoder, "needs_segmentations", False)
-    return batch.get("segmentations") if needed else None
+    """The ground-truth masks, handed to the model only when it is the "oracle" diagnostic (encoder or target)."""
+    return batch.get("segmentations") if model.needs_segmentations else None
 
 
 def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray]:

@@ -20,7 +20,16 @@ from torch.utils.data import Dataset
 
 from slotmatch.data.shards import DatasetError, index_shard, read_member
 
-__all__ = ["DatasetError", "ShardVideoDataset", "open_dataset", "resize_clip", "resize_flow", "select_clip"]
+__all__ = ["DatasetError", "ShardVideoDataset", "make_sample", "open_dataset", "resize_clip", "resize_flow",
+           "resize_maps", "select_clip"]
+
+
+def resize_maps(maps: torch.Tensor, size) -> torch.Tensor:
+    """Per-pixel maps (T, H, W) (masks, depth) resized by nearest neighbour to size (int or (h, w)); dtype kept."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    return F.interpolate(maps[:, None].float(), size=size, mode="nearest")[:, 0].to(maps.dtype)
 
 
 def resize_clip(video: torch.Tensor, segmentations: torch.Tensor | None, size: int | None):
@@ -29,8 +38,25 @@ def resize_clip(video: torch.Tensor, segmentations: torch.Tensor | None, size: i
         return video, segmentations
     video = F.interpolate(video, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
     if segmentations is not None:
-        segmentations = F.interpolate(segmentations[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+        segmentations = resize_maps(segmentations, size)
     return video, segmentations
+
+
+def make_sample(video: np.ndarray, segmentations: np.ndarray, key: str, size: int | None,
+                depth: np.ndarray | None = None, flow: np.ndarray | None = None) -> dict:
+    """The sample dict every reader returns, from one clip's arrays: video (T, H, W, 3) uint8,
+    segmentations (T, H, W), and optionally depth (T, H, W) and flow (T, H, W, 2) in pixels; all
+    resized to size x size (None: as they are)."""
+    v = torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float() / 255  # (T, 3, H, W)
+    s = torch.from_numpy(segmentations.astype(np.int64))  # (T, H, W)
+    v, s = resize_clip(v, s, size)
+    sample = {"video": v, "segmentations": s, "key": key}
+    if depth is not None:
+        d = torch.from_numpy(depth.astype(np.float32))
+        sample["depth"] = d if size is None else resize_maps(d, size)
+    if flow is not None:
+        sample["flow"] = resize_flow(torch.from_numpy(flow.astype(np.float32)), size)
+    return sample
 
 
 def select_clip(num_frames: int, clip_length: int | None, random_clip: bool, generator=None) -> slice:
@@ -88,19 +114,9 @@ class ShardVideoDataset(Dataset):
             raise DatasetError(f"{path}: sample {key} has video {video.shape} and segmentations {segs.shape}, "
                                "expected (T, H, W, 3) and (T, H, W)")
         clip = select_clip(video.shape[0], self.clip_length, self.random_clip)
-        v = torch.from_numpy(np.ascontiguousarray(video[clip])).permute(0, 3, 1, 2).float() / 255  # (T, 3, H, W)
-        s = torch.from_numpy(segs[clip].astype(np.int64))  # (T, H, W)
-        v, s = resize_clip(v, s, self.size)
-        sample = {"video": v, "segmentations": s, "key": key}
-        if self.with_depth:
-            d = torch.from_numpy(read_member(path, "depth.npy", members["depth.npy"])[clip].astype(np.float32))
-            if self.size is not None:
-                d = F.interpolate(d[:, None], size=(self.size, self.size), mode="nearest")[:, 0]
-            sample["depth"] = d
-        if self.with_flow:
-            f = torch.from_numpy(read_member(path, "flow.npy", members["flow.npy"])[clip].astype(np.float32))
-            sample["flow"] = resize_flow(f, self.size)
-        return sample
+        depth = read_member(path, "depth.npy", members["depth.npy"])[clip] if self.with_depth else None
+        flow = read_member(path, "flow.npy", members["flow.npy"])[clip] if self.with_flow else None
+        return make_sample(video[clip], segs[clip], key, self.size, depth, flow)
 
 
 def resize_flow(flow: torch.Tensor, size: int | None) -> torch.Tensor:

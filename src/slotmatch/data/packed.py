@@ -21,8 +21,6 @@ import os
 import zipfile
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -61,7 +59,7 @@ def pack_dataset(src: str, out: str, size: int = 64, num_videos: dict | None = N
     num_videos: {"train": n, ...} to keep only the first n videos of a split (all by default)."""
     from tqdm import tqdm
 
-    from slotmatch.data.dataset import ShardVideoDataset, read_manifest, resize_clip, resize_flow
+    from slotmatch.data.dataset import ShardVideoDataset, read_manifest
 
     source = read_manifest(src)
     with_depth = "depth" in source.get("keys", [])
@@ -74,25 +72,23 @@ def pack_dataset(src: str, out: str, size: int = 64, num_videos: dict | None = N
                 "keys": ["video", "segmentations"] + (["depth"] if with_depth else []) + (["flow"] if with_flow else []),
                 "splits": {}}
     for split in source["splits"]:
-        ds = ShardVideoDataset(src, split, with_depth=with_depth, with_flow=with_flow)
+        ds = ShardVideoDataset(src, split, size=size, with_depth=with_depth, with_flow=with_flow)  # resized
         n = min(len(ds), (num_videos or {}).get(split, len(ds)))
         if n == 0:
             continue  # an empty split is left out of the packed copy
         frames, depths, segs, flows = [], [], [], []
         for i in tqdm(range(n), desc=f"pack {split}", disable=not progress, leave=False):
             s = ds[i]
-            v, seg = resize_clip(s["video"], s["segmentations"], size)
-            v8 = (v.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+            v8 = (s["video"].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
             for f in v8:
                 buf = io.BytesIO()
                 Image.fromarray(f).save(buf, format="JPEG", quality=quality, subsampling=0)
                 frames.append(buf.getvalue())
-            segs.append(seg.numpy().astype(np.uint8))
+            segs.append(s["segmentations"].numpy().astype(np.uint8))
             if with_depth:
-                d = F.interpolate(s["depth"][:, None], size=(size, size), mode="nearest")[:, 0].numpy()
-                depths += [_encode_depth(f) for f in d]
+                depths += [_encode_depth(f) for f in s["depth"].numpy()]
             if with_flow:
-                f = resize_flow(s["flow"], size).numpy() * FLOW_STEPS
+                f = s["flow"].numpy() * FLOW_STEPS
                 flows.append(np.clip(np.round(f), -32768, 32767).astype(np.int16))
         arrays = {"segmentations": np.stack(segs)}
         if with_flow:
@@ -157,21 +153,9 @@ class PackedVideoDataset(Dataset):
         return self.video.shape[0]
 
     def __getitem__(self, index: int) -> dict:
-        from slotmatch.data.dataset import resize_clip, select_clip
+        from slotmatch.data.dataset import make_sample, select_clip
 
         clip = select_clip(self.video.shape[1], self.clip_length, self.random_clip)
-        v = torch.from_numpy(self.video[index, clip]).permute(0, 3, 1, 2).float() / 255
-        s = torch.from_numpy(self.segmentations[index, clip].astype(np.int64))
-        v, s = resize_clip(v, s, self.size)
-        sample = {"video": v, "segmentations": s, "key": f"{self.split}_{index:06d}"}
-        if self.with_depth:
-            d = torch.from_numpy(self.depth[index, clip])
-            if self.size is not None and d.shape[-1] != self.size:
-                d = F.interpolate(d[:, None], size=(self.size, self.size), mode="nearest")[:, 0]
-            sample["depth"] = d
-        if self.with_flow:
-            from slotmatch.data.dataset import resize_flow
-
-            f = torch.from_numpy(self.flow[index, clip].astype(np.float32) / FLOW_STEPS)
-            sample["flow"] = resize_flow(f, self.size)
-        return sample
+        return make_sample(self.video[index, clip], self.segmentations[index, clip], f"{self.split}_{index:06d}",
+                           self.size, None if self.depth is None else self.depth[index, clip],
+                           None if self.flow is None else self.flow[index, clip].astype(np.float32) / FLOW_STEPS)

@@ -45,11 +45,12 @@ class MLPDecoder(nn.Module):
         return pe.reshape(pe.shape[1], -1).t()
 
     def forward(self, slots: torch.Tensor, masks_only: bool = False,
-                grid: Optional[Tuple[int, int]] = None, features_only: bool = False) -> Dict[str, torch.Tensor]:
+                grid: Optional[Tuple[int, int]] = None, masks: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """slots (B, K, D) -> {"masks": (B, K, N), "reconstruction": (B, N, F)}.
 
         masks_only: skip the F feature columns of the last layer; only "masks" is returned.
-        features_only: only each slot's decoded features, {"features": (B, K, N, F)} (for masks from elsewhere).
+        masks: (B, K, N) masks from elsewhere (slot attention's) that weigh the slots' features in place of
+            the softmax of the alphas; they are returned as "masks".
         """
         pos = self.position_embedding(grid)  # (N, D)
         last = len(self.layers) - 1
@@ -65,8 +66,7 @@ class MLPDecoder(nn.Module):
         if masks_only:
             return {"masks": x.squeeze(-1).softmax(dim=1)}  # (B, K, N)
         features, alpha = x[..., :-1], x[..., -1]  # (B, K, N, F), (B, K, N)
-        if features_only:
-            return {"features": features}
-        masks = alpha.softmax(dim=1)  # softmax over slots
+        if masks is None:
+            masks = alpha.softmax(dim=1)  # softmax over slots
         reconstruction = torch.einsum("bknf,bkn->bnf", features, masks)  # (B, N, F)
         return {"masks": masks, "reconstruction": reconstruction}

@@ -75,6 +75,7 @@ class Encoder(nn.Module):
     feature_dim: int
     patch_size: int
     frozen: bool
+    needs_segmentations: bool = False  # only the oracle diagnostic reads the ground truth
 
     def grid_size(self, img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
         """Token grid (h, w) for an input of img_size (int or (H, W))."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .decoder import MLPDecoder
-from .encoder import build_encoder, make_target, target_dim
+from .encoder import build_encoder, make_target, target_dim, target_needs_segmentations
 from .initializer import FixedLearnedInit
 from .predictor import TransformerPredictor
 from .slot_attention import SlotAttention
@@ -107,16 +107,14 @@ class SlotContrast(nn.Module):
         """
         B, T = video.shape[:2]
         frames = video.flatten(0, 1)  # (B*T, 3, H, W)
-        if getattr(self.encoder, "needs_segmentations", False):  # the oracle diagnostic
+        if self.encoder.needs_segmentations:  # the oracle diagnostic
             features = self.encoder(frames, None if segmentations is None else segmentations.flatten(0, 1))
         else:
             features = self.encoder(frames)  # (B*T, N, Dfeat)
         out = {"features": features.unflatten(0, (B, T))}
         if with_target:
             target = make_target(self.target_type, frames, features, self.encoder.patch_size,
-                                 None if depth is None else depth.flatten(0, 1),
-                                 None if flow is None else flow.flatten(0, 1),
-                                 None if segmentations is None else segmentations.flatten(0, 1))
+                                 *_per_frame(depth, flow, segmentations))
             out["target"] = target.unflatten(0, (B, T))  # (B, T, N, F)
         return out
 
@@ -149,10 +147,7 @@ class SlotContrast(nn.Module):
         elif target is None and not masks_only:
             frames = None if video is None else video.flatten(0, 1)
             target = make_target(self.target_type, frames, features.flatten(0, 1), self.encoder.patch_size,
-                                 None if depth is None else depth.flatten(0, 1),
-                                 None if flow is None else flow.flatten(0, 1),
-                                 None if segmentations is None else segmentations.flatten(0, 1)
-                                 ).unflatten(0, features.shape[:2])
+                                 *_per_frame(depth, flow, segmentations)).unflatten(0, features.shape[:2])
         B, T, N, _ = features.shape
         grid = self.grid if video is None else self.encoder.grid_size(video.shape[-2:])
         assert grid[0] * grid[1] == N, f"{N} tokens do not fit the grid {grid}"
@@ -172,23 +167,30 @@ class SlotContrast(nn.Module):
         slots = torch.stack(all_slots, dim=1)  # (B, T, K, D)
         attn = torch.stack(all_attn, dim=1)  # (B, T, K, N)
 
-        if self.cfg.mask_source == "attention":
-            out = {"slots": slots, "attn": attn, "masks": attn, "mask_grid": tuple(grid)}
-            if not masks_only:
-                feats = self.decoder(slots.flatten(0, 1), grid=grid, features_only=True)["features"]
-                out["reconstruction"] = torch.einsum("bknf,bkn->bnf", feats, attn.flatten(0, 1)).unflatten(0, (B, T))
-                out["target"] = target
+        out = {"slots": slots, "attn": attn, "mask_grid": tuple(grid)}
+        if self.cfg.mask_source == "attention" and masks_only:  # the decoder has nothing to add
+            out["masks"] = attn
             return out
-        dec = self.decoder(slots.flatten(0, 1), masks_only=masks_only, grid=grid)
-        out = {"slots": slots, "attn": attn, "masks": dec["masks"].unflatten(0, (B, T)),
-               "mask_grid": tuple(grid)}
+        external = attn.flatten(0, 1) if self.cfg.mask_source == "attention" else None
+        dec = self.decoder(slots.flatten(0, 1), masks_only=masks_only, grid=grid, masks=external)
+        out["masks"] = dec["masks"].unflatten(0, (B, T))
         if not masks_only:
             out["reconstruction"] = dec["reconstruction"].unflatten(0, (B, T))  # (B, T, N, F)
             out["target"] = target
         return out
 
+    @property
+    def needs_segmentations(self) -> bool:
+        """Whether training reads the ground-truth masks: only the oracle diagnostic (encoder or target)."""
+        return self.encoder.needs_segmentations or target_needs_segmentations(self.target_type)
+
     def num_parameters(self) -> Dict[str, object]:
         return count_parameters(self)
+
+
+def _per_frame(*maps: Optional[torch.Tensor]) -> list:
+    """(B, T, ...) inputs of the target flattened to (B*T, ...) frames; None stays None."""
+    return [None if m is None else m.flatten(0, 1) for m in maps]
 
 
 def count_parameters(model: nn.Module) -> Dict[str, object]:
