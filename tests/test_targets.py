@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from slotmatch.models import build_model
-from slotmatch.models.encoder import depth_patch_target, disparity_patch_target
+from slotmatch.models.encoder import depth_patch_target, disparity_patch_target, floor_plane, relief_patch_target
 
 CFG = {"encoder": {"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4}, "img_size": 16,
        "num_slots": 3, "slot_dim": 8, "mlp_hidden": 8, "decoder_hidden": [16]}
@@ -51,16 +51,31 @@ def test_an_object_stands_out_of_the_floor_in_disparity():
     assert _affine_residual(d) > 0.1
 
 
-@pytest.mark.parametrize("target,dim", [("pixels", 48), ("pixels_raw", 48), ("depth", 16), ("pixels_raw+depth", 64),
+def test_relief_is_zero_on_the_floor_and_positive_on_an_object():
+    depth = _plane_depth()[None].repeat(2, 1, 1)
+    depth[0, 4:11, 5:12] *= 0.6  # a large object (19% of the frame) in front of the floor; frame 1 is bare
+    r = relief_patch_target(depth, 1).reshape(2, 16, 16)
+    floor = torch.ones(16, 16, dtype=torch.bool)
+    floor[4:11, 5:12] = False
+    assert float(r[0][floor].abs().max()) < 1e-3  # the robust fit ignores the object
+    assert float(r[0][~floor].min()) > 0.3  # the object stands out, in units of the frame's spread
+    assert float(r[1].abs().max()) < 1e-3  # a bare floor has no relief
+    # a least-squares fit over all pixels would tilt towards the object; the robust one recovers the plane
+    d = 1.0 / depth
+    assert torch.allclose(floor_plane(d)[0], (1.0 / _plane_depth()), atol=1e-4)
+
+
+@pytest.mark.parametrize("target,dim", [("relief", 16), ("relief+flow", 48),("pixels", 48), ("pixels_raw", 48), ("depth", 16), ("pixels_raw+depth", 64),
                                         ("disparity", 16), ("pixels_raw+disparity", 64)])
 def test_targets_shapes_and_depth_requirement(target, dim):
     model = build_model(dict(CFG, target=target))
     video, depth = torch.rand(2, 2, 3, 16, 16), torch.rand(2, 2, 16, 16) + 1
-    out = model(video, depth=depth)
+    flow = torch.randn(2, 2, 16, 16, 2) if "flow" in target else None
+    out = model(video, depth=depth, flow=flow)
     assert out["target"].shape == (2, 2, 16, dim) and out["reconstruction"].shape == (2, 2, 16, dim)
-    if "depth" in target or "disparity" in target:
+    if "depth" in target or "disparity" in target or "relief" in target:
         with pytest.raises(ValueError, match="with-depth"):
-            model(video)
+            model(video, flow=flow)
 
 
 def test_the_oracle_diagnostic_codes_each_instance_and_needs_the_masks():

@@ -28,9 +28,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # A target is "features" or "+"-joined parts, concatenated per patch in the order given.
-TARGET_PARTS = ("pixels", "pixels_raw", "depth", "disparity", "flow", "oracle")
+TARGET_PARTS = ("pixels", "pixels_raw", "depth", "disparity", "relief", "flow", "oracle")
 TARGET_TYPES = ("features", "pixels", "pixels_raw", "depth", "pixels_raw+depth", "disparity",
-                "pixels_raw+disparity", "flow", "disparity+flow", "pixels_raw+flow")  # the ones measured
+                "pixels_raw+disparity", "flow", "disparity+flow", "pixels_raw+flow", "relief",
+                "relief+flow")  # the ones measured
 
 
 def target_parts(target: Optional[str]) -> list:
@@ -45,7 +46,7 @@ def target_parts(target: Optional[str]) -> list:
 
 def target_needs_depth(target: Optional[str]) -> bool:
     """Whether a reconstruction target is computed from the generator's depth maps."""
-    return target is not None and ("depth" in target or "disparity" in target)
+    return target is not None and any(p in str(target).split("+") for p in ("depth", "disparity", "relief"))
 
 
 def target_needs_segmentations(target: Optional[str]) -> bool:
@@ -135,6 +136,47 @@ def disparity_patch_target(depth: torch.Tensor, patch_size: int, eps: float = 1e
     return d.reshape(B, h, p, w, p).permute(0, 1, 3, 2, 4).reshape(B, h * w, p * p)
 
 
+def _disparity(depth: torch.Tensor, p: int) -> torch.Tensor:
+    return 1.0 / depth[:, : depth.shape[1] // p * p, : depth.shape[2] // p * p].clamp_min(1e-3)
+
+
+def floor_plane(disparity: torch.Tensor, iters: int = 4) -> torch.Tensor:
+    """The dominant plane of each frame's disparity, fitted robustly: (B, H, W) -> (B, H, W).
+
+    A plane's disparity is affine in the pixel coordinates (`disparity_patch_target`), so a weighted least
+    squares fit d ~ a u + b v + c, refitted on the pixels close to it (within 3 median absolute residuals),
+    finds the floor whenever the floor covers most of the frame, as in MOVi and the generator's scenes.
+    """
+    B, H, W = disparity.shape
+    v, u = torch.meshgrid(torch.linspace(-1, 1, H, device=disparity.device, dtype=torch.float64),
+                          torch.linspace(-1, 1, W, device=disparity.device, dtype=torch.float64), indexing="ij")
+    A = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, H * W, 3).expand(B, -1, -1)
+    d = disparity.double().reshape(B, H * W, 1)
+    weights = torch.ones(B, H * W, 1, dtype=torch.float64, device=disparity.device)
+    for _ in range(iters):
+        Aw = A * weights
+        coef = torch.linalg.solve(Aw.transpose(1, 2) @ A + 1e-9 * torch.eye(3, dtype=torch.float64, device=d.device),
+                                  Aw.transpose(1, 2) @ d)  # (B, 3, 1)
+        residual = (d - A @ coef).abs()
+        mad = residual.median(dim=1, keepdim=True).values
+        weights = (residual <= 3 * mad + 1e-12).double()
+    return (A @ coef).reshape(B, H, W).to(disparity.dtype)
+
+
+def relief_patch_target(depth: torch.Tensor, patch_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """Disparity minus the floor's plane (`floor_plane`), in units of the frame's disparity spread: what
+    stands out of the floor. The floor is 0 wherever it is seen, objects are bumps of 1-3 units, so the
+    reconstruction loss is spent on the objects (about 9% of the pixels), not on drawing the floor.
+    Derived from depth alone, like "disparity"; the planar floor is the only assumption.
+    depth: (B, H, W) positive z-depths -> (B, N, p * p).
+    """
+    p = patch_size
+    d = _disparity(depth, p)
+    B, H, W = d.shape
+    r = (d - floor_plane(d)) / (d.std(dim=(1, 2), keepdim=True) + eps)
+    return r.reshape(B, H // p, p, W // p, p).permute(0, 1, 3, 2, 4).reshape(B, (H // p) * (W // p), p * p)
+
+
 FLOW_SCALE = 64.0  # flow target = flow in image widths x 64: pixels of a 64-pixel-wide frame
 
 
@@ -175,7 +217,7 @@ def target_dim(target: str, encoder: Encoder) -> int:
     """Feature size F of the reconstruction target for this encoder."""
     p2 = encoder.patch_size ** 2
     sizes = {"features": encoder.feature_dim, "pixels": 3 * p2, "pixels_raw": 3 * p2, "depth": p2,
-             "disparity": p2, "flow": 2 * p2, "oracle": ORACLE_DIM}
+             "disparity": p2, "relief": p2, "flow": 2 * p2, "oracle": ORACLE_DIM}
     return sum(sizes[part] for part in target_parts(target))
 
 
@@ -187,7 +229,7 @@ def make_target(target: str, images: Optional[torch.Tensor], features: Optional[
     images: (B, 3, H, W) or None; features: (B, N, D) backbone features or None -> (B, N, F).
     "features": the (frozen) backbone features themselves (SlotContrast / DINOSAUR); otherwise
     "+"-joined parts, concatenated: "pixels" (pixel patches normalised per patch), "pixels_raw" (as
-    they are), "depth" (log-depth), "disparity" (inverse depth, standardised per frame), both from
+    they are), "depth" (log-depth), "disparity" (inverse depth, standardised per frame), "relief" (disparity above the floor's plane), from
     depth (B, H, W) of the generator's --with-depth, and "flow" (optical flow, flow (B, H, W, 2) in
     pixels, from --with-flow); "oracle" reads the ground-truth masks (segmentations (B, H, W)), a
     diagnostic of the model, never a result (`oracle_patch_target`).
@@ -204,10 +246,11 @@ def make_target(target: str, images: Optional[torch.Tensor], features: Optional[
                 if images is None:
                     raise ValueError(f"target {target!r} needs the input images")
                 out.append(pixel_patch_target(images, patch_size, normalize=(part == "pixels")))
-            elif part in ("depth", "disparity"):
+            elif part in ("depth", "disparity", "relief"):
                 if depth is None:
                     raise ValueError(f"target {target!r} needs depth maps (generate the data with --with-depth)")
-                out.append((disparity_patch_target if part == "disparity" else depth_patch_target)(depth, patch_size))
+                fn = {"depth": depth_patch_target, "disparity": disparity_patch_target, "relief": relief_patch_target}[part]
+                out.append(fn(depth, patch_size))
             elif part == "flow":
                 if flow is None:
                     raise ValueError(f"target {target!r} needs optical flow (generate the data with --with-flow)")
