@@ -16,6 +16,17 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def flow_dataset(tmp_path_factory):
+    """2 train and 1 validation movi-c-like videos with depth and optical flow, 4 frames at 32x32."""
+    from slotmatch.data.generate import GenerateArgs, generate_dataset
+
+    root = str(tmp_path_factory.mktemp("flow") / "d")
+    generate_dataset(root, GenerateArgs(preset="movi-c-like", num_train=2, num_val=1, frames=4, size=32, seed=2,
+                                        with_depth=True, with_flow=True), workers=1, progress=False)
+    return root
+
+
 def tiny_config(data_path: str, **train) -> dict:
     """A config small enough to train a few steps in seconds on a CPU."""
     from slotmatch.config import load_config, merge

@@ -58,14 +58,6 @@ def test_asking_for_flow_does_not_change_the_video():
     assert np.array_equal(a["segmentations"], b["segmentations"])
 
 
-@pytest.fixture(scope="module")
-def flow_dataset(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("flow") / "d")
-    generate_dataset(root, GenerateArgs(preset="movi-c-like", num_train=2, num_val=1, frames=4, size=32, seed=2,
-                                        with_flow=True), workers=1, progress=False)
-    return root
-
-
 def test_flow_is_stored_resized_and_packed(flow_dataset, tmp_path):
     full = ShardVideoDataset(flow_dataset, "train", with_flow=True)[0]["flow"]  # (T, 32, 32, 2)
     half = ShardVideoDataset(flow_dataset, "train", with_flow=True, size=16)[0]["flow"]

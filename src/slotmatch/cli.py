@@ -55,6 +55,20 @@ def cmd_train(a: argparse.Namespace) -> None:
     print(f"checkpoint: {last}")
 
 
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from slotmatch.config import load_config
+    from slotmatch.pretrain import pretrain_encoder
+
+    cfg = load_config(a.config, a.overrides)
+    enc = {**cfg["model"]["encoder"], **(cfg.get("student", {}).get("encoder", {}) if a.student else {})}
+    settings = {k: v for k, v in (("steps", a.steps), ("max_minutes", a.minutes), ("targets", a.targets),
+                                  ("batch_size", a.batch_size)) if v is not None}
+    settings["size"] = cfg["data"].get("size", 64)
+    path = pretrain_encoder(a.data or cfg["data"]["path"], a.out, enc, resume=a.resume, progress=not a.quiet,
+                            **settings)
+    print(f"encoder weights: {path}\nuse them frozen with: model.encoder.weights={path} model.encoder.frozen=true")
+
+
 def cmd_distill(a: argparse.Namespace) -> None:
     from slotmatch.config import load_config
     from slotmatch.distill import distill
@@ -131,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_steps=100 data.batch_size=8")
     t.set_defaults(func=cmd_train)
+
+    pt = sub.add_parser("pretrain", help="pretrain the offline CNN encoder on the generator's frames, to use frozen "
+                        "(the stand-in for DINOv2): pretext = colours, relief above the floor, optical flow")
+    pt.add_argument("--config", required=True, help="the config whose model.encoder (or student.encoder) to train")
+    pt.add_argument("--out", required=True, help="folder for encoder.safetensors and pretrain.json")
+    pt.add_argument("--student", action="store_true", help="train the config's student encoder instead")
+    pt.add_argument("--data", default=None, help="dataset (default: the config's data.path); needs depth and flow "
+                    "for the default pretext (generate --with-depth --with-flow)")
+    pt.add_argument("--steps", type=int, default=None, help="optimiser steps (default 4000)")
+    pt.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    pt.add_argument("--targets", default=None, help="pretext targets, '+'-joined (default pixels_raw+relief+flow)")
+    pt.add_argument("--batch-size", type=int, default=None, help="frames per step (default 32)")
+    pt.add_argument("--resume", action="store_true", help="continue from OUT/pretrain-state.pt")
+    pt.add_argument("--quiet", action="store_true", help="no progress bar")
+    pt.add_argument("overrides", nargs="*", help="config overrides, e.g. model.encoder.channels=64")
+    pt.set_defaults(func=cmd_pretrain)
 
     d = sub.add_parser("distill", help="SlotMatch: distil a trained teacher into the config's lightweight student")
     d.add_argument("--config", required=True, help="a YAML file or a bundled config name; its `student` and "

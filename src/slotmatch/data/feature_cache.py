@@ -4,7 +4,8 @@ A frozen backbone (DINOv2 in the paper) gives the same features for a frame at e
 most of a training step's cost. `build_feature_cache` runs it once over whole videos and stores float16
 features (V, T, N, D) in one .npy file named by a hash of (encoder config, input size, dataset
 manifest, split); `CachedFeatureDataset` then serves random clips of features, with no decoding and no
-encoder. Written to `.tmp` and renamed when complete, so a killed build is redone, never half-used.
+encoder. Written to a per-process `.tmp` and renamed when complete, so a killed build is redone, never half-used,
+and two runs building the same cache at once each finish with a whole file.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def build_feature_cache(encoder: torch.nn.Module, dataset, path: str, batch_size
     T = first.shape[0]
     N, D = encoder(first[:1].to(device)).shape[1:]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two runs building the same cache do not clash
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(dataset), T, N, D))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=0)
     i = 0

@@ -434,11 +434,13 @@ class CNNEncoder(Encoder):
 
     log2(patch_size) stride-2 convs then stride-1 convs, ReLU; then a soft position embedding
     (linear map of the (y, x, 1-y, 1-x) grid coordinates, Locatello et al. 2020) is added.
+    `weights` loads a pretrained one (`slotmatch pretrain`), usually with `frozen=True`: the offline
+    stand-in for the paper's frozen DINOv2.
     (B, 3, H, W) in [0, 1] -> (B, (H/p)*(W/p), channels).
     """
 
     def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
-                 kernel_size: int = 5, frozen: bool = False, img_size=None):
+                 kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None):
         super().__init__()
         n_down = int(round(math.log2(patch_size)))
         if 2 ** n_down != patch_size or n_down > num_layers:
@@ -454,6 +456,15 @@ class CNNEncoder(Encoder):
         self.feature_dim = channels
         self.patch_size = patch_size
         self.frozen = frozen
+        if weights:  # `slotmatch pretrain`'s encoder.safetensors
+            sd = load_state_dict_file(weights)
+            try:
+                self.load_state_dict(sd)
+            except RuntimeError as e:
+                shapes = {k: tuple(v.shape) for k, v in sd.items()}
+                raise ValueError(f"{weights} does not fit a CNN encoder with channels={channels}, "
+                                 f"num_layers={num_layers}, patch_size={patch_size}, kernel_size={kernel_size} "
+                                 f"(the file holds {shapes}): {str(e).splitlines()[0]}") from None
         if frozen:
             self.requires_grad_(False)
 

@@ -1,0 +1,141 @@
+"""Pretraining a frame encoder on the generator's videos, to be used frozen: the offline stand-in for DINOv2.
+
+In the paper the teacher's and the student's encoders are frozen DINOv2 ViTs, pretrained once on a large
+image collection (ViT-B/14 and ViT-S/14). Offline there is no such network, and a CNN trained jointly with
+the slots from scratch does not learn object-separating features in a CPU budget (docs/RESULTS.md). So,
+as DINOv2 is trained before and apart from the slot model, `pretrain_encoder` trains the same small CNN
+once, on the training split's frames, to predict per patch what the simulator knows about the scene:
+
+- "pixels_raw": the patch's colours (what the object looks like),
+- "relief": disparity above the floor's plane (what stands out of the floor, `encoder.relief_patch_target`),
+- "flow": optical flow (what moves, and how).
+
+No masks are read: the pretext targets are the same depth and flow that the reconstruction targets may
+use. A linear head maps each token to the concatenated targets, so the frozen features carry them
+linearly, which slot attention's linear keys can use. Each part's squared error is divided by that
+part's target variance in the batch, so the parts weigh alike whatever their units.
+
+Output: `OUT/encoder.safetensors` (the CNN's weights, loaded by `encoder: {name: cnn, weights: ...}`) and
+`OUT/pretrain.json` (the encoder config, the pretext, the final losses). A state file every
+`checkpoint_every` steps lets a killed run continue with `resume=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from slotmatch.data.dataset import open_dataset
+from slotmatch.models.encoder import (CNNEncoder, make_target, target_dim, target_needs_depth, target_needs_flow,
+                                      target_parts)
+
+PRETRAIN_DEFAULTS = dict(targets="pixels_raw+relief+flow", steps=4000, batch_size=32, lr=2e-3, size=64,
+                         max_minutes=None, checkpoint_every=500, seed=0, num_workers=1)
+
+
+class PretextModel(nn.Module):
+    """A CNN encoder and a linear head from each token to its pretext targets."""
+
+    def __init__(self, encoder_cfg: dict, targets: str):
+        super().__init__()
+        cfg = {k: v for k, v in encoder_cfg.items() if k not in ("name", "weights", "frozen")}
+        self.encoder = CNNEncoder(**cfg)
+        self.targets = targets
+        self.sizes = [target_dim(p, self.encoder) for p in target_parts(targets)]
+        self.head = nn.Linear(self.encoder.feature_dim, sum(self.sizes))
+
+    def loss(self, frames: torch.Tensor, depth=None, flow=None) -> tuple[torch.Tensor, dict]:
+        """frames (B, 3, H, W) -> total loss and each part's variance-normalised squared error."""
+        target = make_target(self.targets, frames, None, self.encoder.patch_size, depth, flow)
+        pred = self.head(self.encoder(frames))
+        parts, total, start = {}, 0.0, 0
+        for name, size in zip(target_parts(self.targets), self.sizes):
+            t, p = target[..., start:start + size], pred[..., start:start + size]
+            part = ((p - t) ** 2).mean() / (t.var() + 1e-4)
+            parts[name], total, start = float(part.detach()), total + part, start + size
+        return total, parts
+
+
+def _frames(batch: dict) -> tuple:
+    """Clips of the loader flattened into frames: (B*T, 3, H, W), depth (B*T, H, W), flow (B*T, H, W, 2)."""
+    flat = lambda x: None if x is None else x.flatten(0, 1)  # noqa: E731
+    return flat(batch["video"]), flat(batch.get("depth")), flat(batch.get("flow"))
+
+
+def pretrain_encoder(data_path: str, out: str, encoder_cfg: dict, resume: bool = False, progress: bool = True,
+                     **settings) -> str:
+    """Train `encoder_cfg`'s CNN on the pretext targets of `data_path`'s training frames; -> weights path."""
+    unknown = sorted(set(settings) - set(PRETRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown pretrain setting(s) {', '.join(unknown)}; known: {', '.join(PRETRAIN_DEFAULTS)}")
+    s = {**PRETRAIN_DEFAULTS, **settings}
+    if encoder_cfg.get("name", "cnn") != "cnn":
+        raise ValueError(f"pretraining is for the offline CNN encoder, got encoder {encoder_cfg.get('name')!r}")
+    torch.manual_seed(s["seed"])
+    os.makedirs(out, exist_ok=True)
+    state_path, weights_path = os.path.join(out, "pretrain-state.pt"), os.path.join(out, "encoder.safetensors")
+    targets = s["targets"]
+    if "oracle" in target_parts(targets):
+        raise ValueError("the oracle reads the ground truth; it is no pretext")
+    data = open_dataset(data_path, "train", clip_length=2, random_clip=True, size=s["size"],
+                        with_depth=target_needs_depth(targets), with_flow=target_needs_flow(targets))
+    clips = max(1, s["batch_size"] // 2)
+    loader = DataLoader(data, batch_size=clips, shuffle=True, drop_last=len(data) >= clips,
+                        num_workers=s["num_workers"], persistent_workers=s["num_workers"] > 0)
+    model = PretextModel(encoder_cfg, targets)
+    opt = torch.optim.Adam(model.parameters(), lr=s["lr"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / 200) * 0.1 ** (k / s["steps"]))
+    step = 0
+    if resume and os.path.isfile(state_path):
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["encoder_cfg"] != dict(encoder_cfg) or state["targets"] != targets:
+            raise ValueError(f"{state_path} was written for encoder {state['encoder_cfg']} and targets "
+                             f"{state['targets']!r}, not {dict(encoder_cfg)} and {targets!r}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = int(state["step"])
+
+    def save_state():
+        tmp = state_path + ".tmp"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+                    "encoder_cfg": dict(encoder_cfg), "targets": targets}, tmp)
+        os.replace(tmp, state_path)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=s["steps"], initial=step, desc="pretrain", disable=not progress)
+    deadline = None if s["max_minutes"] is None else time.time() + 60 * float(s["max_minutes"])
+    parts, running = {}, None
+    model.train()
+    while step < s["steps"] and (deadline is None or time.time() < deadline):
+        for batch in loader:
+            loss, parts = model.loss(*_frames(batch))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+            if step % s["checkpoint_every"] == 0:
+                save_state()
+            if step >= s["steps"] or (deadline is not None and time.time() >= deadline):
+                break
+    bar.close()
+    save_state()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.encoder.state_dict().items()}, weights_path)
+    info = {"encoder": {**{k: v for k, v in encoder_cfg.items() if k != "weights"}, "name": "cnn"},
+            "data": data_path, "steps": step, "settings": s, "loss": running, "parts": parts,
+            "parameters": sum(p.numel() for p in model.encoder.parameters())}
+    with open(os.path.join(out, "pretrain.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    return weights_path

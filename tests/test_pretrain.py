@@ -1,0 +1,72 @@
+"""Pretraining the offline CNN encoder on pretext targets (colours, relief, flow), then loading it frozen."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from slotmatch.data.dataset import DatasetError, open_dataset
+from slotmatch.models import build_model
+from slotmatch.models.encoder import CNNEncoder
+from slotmatch.pretrain import PretextModel, pretrain_encoder
+
+ENC = {"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4}
+
+
+def test_pretext_steps_lower_the_loss_on_a_fixed_batch(flow_dataset):
+    torch.manual_seed(0)
+    clip = open_dataset(flow_dataset, "train", with_depth=True, with_flow=True)[0]
+    model = PretextModel(ENC, "pixels_raw+relief+flow")
+    frames, depth, flow = clip["video"], clip["depth"], clip["flow"]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first, parts = model.loss(frames, depth, flow)
+    assert set(parts) == {"pixels_raw", "relief", "flow"}
+    for _ in range(30):
+        loss, _ = model.loss(frames, depth, flow)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(model.loss(frames, depth, flow)[0].detach()) < 0.7 * float(first.detach())
+
+
+def test_pretrained_weights_load_frozen_and_give_the_trained_features(flow_dataset, tmp_path):
+    out = str(tmp_path / "pt")
+    path = pretrain_encoder(flow_dataset, out, ENC, progress=False, steps=3, batch_size=4, size=32, num_workers=0)
+    info = json.load(open(os.path.join(out, "pretrain.json")))
+    assert info["steps"] == 3 and info["encoder"]["channels"] == 8
+    state = torch.load(os.path.join(out, "pretrain-state.pt"), weights_only=True)
+    trained = CNNEncoder(**{k: v for k, v in ENC.items() if k != "name"})
+    trained.load_state_dict({k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")})
+    model = build_model({"encoder": {**ENC, "weights": path, "frozen": True}, "img_size": 32, "num_slots": 3,
+                         "slot_dim": 8, "decoder_hidden": [16], "target": "features"})
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(model.encoder(images), trained(images))
+    assert model(torch.rand(1, 2, 3, 32, 32))["target"].shape == (1, 2, 64, 8)
+
+
+def test_weights_of_another_encoder_size_are_a_clear_error(flow_dataset, tmp_path):
+    path = pretrain_encoder(flow_dataset, str(tmp_path / "pt"), ENC, progress=False, steps=1, batch_size=2, size=32,
+                            num_workers=0)
+    with pytest.raises(ValueError, match="encoder.safetensors does not fit a CNN encoder with channels=16"):
+        CNNEncoder(channels=16, num_layers=2, patch_size=4, weights=path)
+
+
+def test_a_killed_pretraining_resumes_from_its_state(flow_dataset, tmp_path):
+    out = str(tmp_path / "pt")
+    pretrain_encoder(flow_dataset, out, ENC, progress=False, steps=4, batch_size=2, size=32, num_workers=0,
+                     checkpoint_every=2)
+    pretrain_encoder(flow_dataset, out, ENC, resume=True, progress=False, steps=6, batch_size=2, size=32,
+                     num_workers=0)
+    assert json.load(open(os.path.join(out, "pretrain.json")))["steps"] == 6
+    with pytest.raises(ValueError, match="was written for encoder"):
+        pretrain_encoder(flow_dataset, out, {**ENC, "channels": 4}, resume=True, progress=False, steps=8,
+                         batch_size=2, size=32, num_workers=0)
+
+
+def test_the_pretext_needs_depth_and_flow(tiny_dataset, tmp_path):
+    with pytest.raises(DatasetError, match="--with-depth"):
+        pretrain_encoder(tiny_dataset, str(tmp_path / "pt"), ENC, progress=False, steps=1, size=32, num_workers=0)
+    with pytest.raises(ValueError, match="oracle"):
+        pretrain_encoder(tiny_dataset, str(tmp_path / "pt"), ENC, progress=False, targets="oracle", num_workers=0)
