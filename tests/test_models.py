@@ -328,3 +328,22 @@ def test_masks_from_slot_attention_combine_the_decoded_features():
     assert torch.allclose(out["reconstruction"], want, atol=1e-6)
     with pytest.raises(ValueError, match="mask_source"):
         build_model(dict(cfg, mask_source="alpha"))
+
+
+@pytest.mark.parametrize("mask_source", ["decoder", "attention"])
+def test_decoding_a_subset_of_patches_gives_those_patches_of_the_full_decoding(mask_source):
+    torch.manual_seed(0)
+    model = build_model({"encoder": {"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4}, "img_size": 32,
+                         "num_slots": 3, "slot_dim": 8, "decoder_hidden": [16], "target": "pixels",
+                         "mask_source": mask_source})
+    video = torch.rand(2, 3, 3, 32, 32)
+    full = model(video)
+    torch.manual_seed(1)
+    part = model(video, decoded_tokens=20)
+    idx = part["token_index"]
+    assert idx.shape == (20,) and len(set(idx.tolist())) == 20
+    assert part["reconstruction"].shape == (2, 3, 20, 48) and part["target"].shape == (2, 3, 20, 48)
+    assert torch.allclose(part["reconstruction"], full["reconstruction"][:, :, idx], atol=1e-6)
+    assert torch.allclose(part["target"], full["target"][:, :, idx])
+    assert torch.allclose(part["masks"], full["masks"][..., idx], atol=1e-6)
+    assert "token_index" not in model(video, decoded_tokens=64)  # all of them: nothing to pick

@@ -80,3 +80,22 @@ def test_a_videos_ids_do_not_depend_on_its_batch():
         together = reference_ids(name, video, 4)
         alone = torch.cat([reference_ids(name, video[i : i + 1], 4) for i in range(3)])
         assert torch.equal(together, alone)
+
+
+def test_the_grid_bound_is_exact_for_patch_aligned_objects_and_loses_small_ones():
+    import numpy as np
+    import torch
+    from sklearn.metrics import adjusted_rand_score
+
+    from slotmatch.references import ideal_on_grid
+
+    true = torch.zeros(1, 1, 16, 16, dtype=torch.long)
+    true[..., 0:8, 0:8] = 3  # aligned with a 2x2 grid: kept, but for the bilinear upsampling's blurred edge
+    assert float((ideal_on_grid(true, 2) == true).float().mean()) > 0.9
+    assert torch.equal(ideal_on_grid(true, 16), true)
+    true[..., 12, 12] = 5  # one pixel: under half of any patch of a 4x4 grid, it vanishes
+    ids = ideal_on_grid(true, 4)
+    assert 5 not in ids.unique().tolist() and float((ids == 3).float().mean()) > 0.2
+    fg = (true > 0).flatten()
+    assert adjusted_rand_score(true.flatten()[fg].numpy(), ids.flatten()[fg].numpy()) < 1.0
+    assert np.isclose(adjusted_rand_score(true.flatten().numpy(), ideal_on_grid(true, 16).flatten().numpy()), 1.0)

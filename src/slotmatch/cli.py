@@ -64,7 +64,7 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     settings = {k: v for k, v in (("steps", a.steps), ("max_minutes", a.minutes), ("targets", a.targets),
                                   ("batch_size", a.batch_size)) if v is not None}
     settings["size"] = cfg["data"].get("size", 64)
-    path = pretrain_encoder(a.data or cfg["data"]["path"], a.out, enc, resume=a.resume, progress=not a.quiet,
+    path = pretrain_encoder(a.data or [cfg["data"]["path"]], a.out, enc, resume=a.resume, progress=not a.quiet,
                             **settings)
     print(f"encoder weights: {path}\nuse them frozen with: model.encoder.weights={path} model.encoder.frozen=true")
 
@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--config", required=True, help="the config whose model.encoder (or student.encoder) to train")
     pt.add_argument("--out", required=True, help="folder for encoder.safetensors and pretrain.json")
     pt.add_argument("--student", action="store_true", help="train the config's student encoder instead")
-    pt.add_argument("--data", default=None, help="dataset (default: the config's data.path); needs depth and flow "
-                    "for the default pretext (generate --with-depth --with-flow)")
+    pt.add_argument("--data", nargs="+", default=None, help="datasets, used together (default: the config's "
+                    "data.path); they need depth and flow for the default pretext (generate --with-depth --with-flow)")
     pt.add_argument("--steps", type=int, default=None, help="optimiser steps (default 4000)")
     pt.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
     pt.add_argument("--targets", default=None, help="pretext targets, '+'-joined (default pixels_raw+relief+flow)")

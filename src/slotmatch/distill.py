@@ -82,7 +82,8 @@ class SlotMatchModule(SlotContrastModule):
         return self
 
     def compute_losses(self, batch: dict) -> dict:
-        out = self.model(batch["video"], depth=batch.get("depth"), flow=batch.get("flow"))
+        out = self.model(batch["video"], depth=batch.get("depth"), flow=batch.get("flow"),
+                         decoded_tokens=self.ts["decoded_tokens"])
         needs_teacher = self.ds["beta"] > 0 or self.ds["feature_kd"] > 0 or self.ds["mask_kd"] > 0
         with torch.no_grad():
             t_out = self.teacher(batch["video"], masks_only=self.ds["feature_kd"] == 0,
@@ -94,10 +95,15 @@ class SlotMatchModule(SlotContrastModule):
         loss = rec + self.ds["alpha"] * con + self.ds["beta"] * kd
         if self.ds["feature_kd"] > 0:
             s_rec = out["reconstruction"] if self.feature_proj is None else self.feature_proj(out["reconstruction"])
-            terms["feature_kd"] = losses.feature_distillation_loss(s_rec, t_out["reconstruction"])
+            t_rec = t_out["reconstruction"]
+            if "token_index" in out:  # the student decoded a subset of its patches (same grid as the teacher's)
+                t_rec = t_rec[:, :, out["token_index"]]
+            terms["feature_kd"] = losses.feature_distillation_loss(s_rec, t_rec)
             loss = loss + self.ds["feature_kd"] * terms["feature_kd"]
         if self.ds["mask_kd"] > 0:
             t_masks = match_grid(t_out["masks"], t_out["mask_grid"], out["mask_grid"])
+            if "token_index" in out:
+                t_masks = t_masks[..., out["token_index"]]
             terms["mask_kd"] = losses.mask_distillation_loss(out["masks"], t_masks)
             loss = loss + self.ds["mask_kd"] * terms["mask_kd"]
         return {"loss": loss, **terms, "out": out}

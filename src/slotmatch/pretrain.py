@@ -67,9 +67,11 @@ def _frames(batch: dict) -> tuple:
     return flat(batch["video"]), flat(batch.get("depth")), flat(batch.get("flow"))
 
 
-def pretrain_encoder(data_path: str, out: str, encoder_cfg: dict, resume: bool = False, progress: bool = True,
+def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = False, progress: bool = True,
                      **settings) -> str:
-    """Train `encoder_cfg`'s CNN on the pretext targets of `data_path`'s training frames; -> weights path."""
+    """Train `encoder_cfg`'s CNN on the pretext targets of the training frames of `data_path` (a dataset, or a
+    list of them, used together: one encoder for several presets, as one DINOv2 serves every dataset);
+    -> weights path."""
     unknown = sorted(set(settings) - set(PRETRAIN_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown pretrain setting(s) {', '.join(unknown)}; known: {', '.join(PRETRAIN_DEFAULTS)}")
@@ -82,8 +84,10 @@ def pretrain_encoder(data_path: str, out: str, encoder_cfg: dict, resume: bool =
     targets = s["targets"]
     if "oracle" in target_parts(targets):
         raise ValueError("the oracle reads the ground truth; it is no pretext")
-    data = open_dataset(data_path, "train", clip_length=2, random_clip=True, size=s["size"],
-                        with_depth=target_needs_depth(targets), with_flow=target_needs_flow(targets))
+    paths = [data_path] if isinstance(data_path, str) else list(data_path)
+    data = torch.utils.data.ConcatDataset([
+        open_dataset(p, "train", clip_length=2, random_clip=True, size=s["size"],
+                     with_depth=target_needs_depth(targets), with_flow=target_needs_flow(targets)) for p in paths])
     clips = max(1, s["batch_size"] // 2)
     loader = DataLoader(data, batch_size=clips, shuffle=True, drop_last=len(data) >= clips,
                         num_workers=s["num_workers"], persistent_workers=s["num_workers"] > 0)
@@ -134,7 +138,7 @@ def pretrain_encoder(data_path: str, out: str, encoder_cfg: dict, resume: bool =
 
     save_file({k: v.contiguous() for k, v in model.encoder.state_dict().items()}, weights_path)
     info = {"encoder": {**{k: v for k, v in encoder_cfg.items() if k != "weights"}, "name": "cnn"},
-            "data": data_path, "steps": step, "settings": s, "loss": running, "parts": parts,
+            "data": paths, "steps": step, "settings": s, "loss": running, "parts": parts,
             "parameters": sum(p.numel() for p in model.encoder.parameters())}
     with open(os.path.join(out, "pretrain.json"), "w") as f:
         json.dump(info, f, indent=1)

@@ -143,6 +143,22 @@ def one_segment(video: Tensor, num_segments: int = 1, seed: int = 0) -> Tensor:
     return torch.zeros(video.shape[:4], dtype=torch.long, device=video.device)
 
 
+def ideal_on_grid(true: Tensor, grid: int) -> Tensor:
+    """An upper bound, not a segmenter: the ground truth (B, T, H, W) pooled to a grid x grid patch grid as
+    soft masks (each id's share of each patch), then turned back into ids at (H, W) as a model's masks are
+    (`metrics.masks_to_ids`: bilinear upsampling, argmax). What a model whose every patch is perfectly
+    assigned scores: its masks live on that grid too."""
+    import torch.nn.functional as F
+
+    from slotmatch.metrics import masks_to_ids
+
+    b, t, h, w = true.shape
+    ids = torch.unique(true, sorted=True)
+    onehot = (true.reshape(b * t, 1, h, w) == ids.view(1, -1, 1, 1)).float()  # (B*T, I, H, W)
+    pooled = F.adaptive_avg_pool2d(onehot, grid).unflatten(0, (b, t))  # (B, T, I, g, g)
+    return ids[masks_to_ids(pooled, (h, w))]
+
+
 REFERENCES: dict[str, Callable[..., Tensor]] = {
     "grid": grid,
     "kmeans-colour": kmeans_colour,

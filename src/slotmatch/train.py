@@ -29,6 +29,7 @@ TRAIN_DEFAULTS = dict(
     grad_clip=0.05, contrast_weight=0.5, temperature=0.1,  # SlotContrast configs/slotcontrast/movi_c.yaml
     val_every=1000, checkpoint_every=500, log_every=10, num_val_videos=None, seed=0, feature_cache=False,
     max_time=None,  # wall-clock budget "DD:HH:MM:SS": stop (and checkpoint) when it is spent
+    decoded_tokens=None,  # decode a random subset of this many patches per step (None: all; see SlotContrast.forward)
     precision="32-true", devices=1, accelerator="auto",
 )
 
@@ -73,7 +74,8 @@ class SlotContrastModule(L.LightningModule):
     # ---- training ----
     def compute_losses(self, batch: dict) -> dict:
         out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"),
-                         flow=batch.get("flow"), segmentations=oracle_input(self.model, batch))
+                         flow=batch.get("flow"), segmentations=oracle_input(self.model, batch),
+                         decoded_tokens=self.ts["decoded_tokens"])
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
         return {"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con, "out": out}

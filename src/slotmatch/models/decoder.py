@@ -45,14 +45,19 @@ class MLPDecoder(nn.Module):
         return pe.reshape(pe.shape[1], -1).t()
 
     def forward(self, slots: torch.Tensor, masks_only: bool = False,
-                grid: Optional[Tuple[int, int]] = None, masks: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                grid: Optional[Tuple[int, int]] = None, masks: Optional[torch.Tensor] = None,
+                token_index: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """slots (B, K, D) -> {"masks": (B, K, N), "reconstruction": (B, N, F)}.
 
         masks_only: skip the F feature columns of the last layer; only "masks" is returned.
         masks: (B, K, N) masks from elsewhere (slot attention's) that weigh the slots' features in place of
             the softmax of the alphas; they are returned as "masks".
+        token_index: (n,) decode only these patches (N becomes n): every patch is decoded on its own, so a
+            random subset gives an unbiased estimate of the reconstruction loss at n / N of the cost.
         """
         pos = self.position_embedding(grid)  # (N, D)
+        if token_index is not None:
+            pos = pos[token_index]
         last = len(self.layers) - 1
         x = None
         for i, layer in enumerate(self.layers):

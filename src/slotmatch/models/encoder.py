@@ -434,17 +434,22 @@ class CNNEncoder(Encoder):
 
     log2(patch_size) stride-2 convs then stride-1 convs, ReLU; then a soft position embedding
     (linear map of the (y, x, 1-y, 1-x) grid coordinates, Locatello et al. 2020) is added.
+    `deep_patch_size` > patch_size: the deep layers work at that stride and a lateral 1x1 conv adds the
+    features of the layer at stride patch_size to them, upsampled: a finer token grid at little cost.
     `weights` loads a pretrained one (`slotmatch pretrain`), usually with `frozen=True`: the offline
     stand-in for the paper's frozen DINOv2.
     (B, 3, H, W) in [0, 1] -> (B, (H/p)*(W/p), channels).
     """
 
     def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
-                 kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None):
+                 kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None,
+                 deep_patch_size: Optional[int] = None):
         super().__init__()
-        n_down = int(round(math.log2(patch_size)))
-        if 2 ** n_down != patch_size or n_down > num_layers:
-            raise ValueError(f"patch_size must be a power of 2 <= 2**num_layers, got {patch_size}")
+        deep = deep_patch_size or patch_size
+        n_out, n_down = int(round(math.log2(patch_size))), int(round(math.log2(deep)))
+        if 2 ** n_out != patch_size or 2 ** n_down != deep or deep < patch_size or n_down > num_layers:
+            raise ValueError(f"patch_size and deep_patch_size must be powers of 2 with patch_size <= deep_patch_size "
+                             f"<= 2**num_layers, got {patch_size} and {deep_patch_size}")
         layers, c_in = [], 3
         for i in range(num_layers):
             stride = 2 if i < n_down else 1
@@ -452,6 +457,11 @@ class CNNEncoder(Encoder):
                        nn.ReLU(inplace=True)]
             c_in = channels
         self.convs = nn.Sequential(*layers)
+        # a finer output grid than the deep layers': the deep features are upsampled to it and the features of the
+        # layer at that stride are added through a 1x1 conv (a one-level feature pyramid): fine masks, cheap layers
+        self.fine_layer = 2 * n_out - 1 if deep != patch_size else None  # index of that layer's ReLU
+        self.lateral = nn.Conv2d(channels, channels, 1) if self.fine_layer is not None else None
+        self.deep_patch_size = deep
         self.pos = nn.Linear(4, channels)
         self.feature_dim = channels
         self.patch_size = patch_size
@@ -472,7 +482,15 @@ class CNNEncoder(Encoder):
         """images: (B, 3, H, W) in [0, 1] -> (B, N, C)."""
         B, _, H, W = images.shape
         p = self.patch_size
-        x = self.convs(images * 2.0 - 1.0)[:, :, : H // p, : W // p]  # (B, C, h, w)
+        x = images * 2.0 - 1.0
+        fine = None
+        for i, layer in enumerate(self.convs):
+            x = layer(x)
+            if i == self.fine_layer:
+                fine = x
+        if fine is not None:
+            x = self.lateral(fine) + F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        x = x[:, :, : H // p, : W // p]  # (B, C, h, w)
         h, w = x.shape[-2:]
         ys = torch.linspace(0.0, 1.0, h, device=x.device, dtype=x.dtype)
         xs = torch.linspace(0.0, 1.0, w, device=x.device, dtype=x.dtype)

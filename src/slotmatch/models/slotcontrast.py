@@ -122,7 +122,8 @@ class SlotContrast(nn.Module):
                 features: Optional[torch.Tensor] = None, target: Optional[torch.Tensor] = None,
                 masks_only: bool = False, depth: Optional[torch.Tensor] = None,
                 flow: Optional[torch.Tensor] = None,
-                segmentations: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                segmentations: Optional[torch.Tensor] = None,
+                decoded_tokens: Optional[int] = None) -> Dict[str, torch.Tensor]:
         """Slots, masks and reconstruction for every frame.
 
         video: (B, T, 3, H, W) in [0, 1]; may be None when features (and, for a pixel target,
@@ -136,6 +137,10 @@ class SlotContrast(nn.Module):
         depth: (B, T, H, W) depth maps, for the depth and disparity targets.
         flow: (B, T, H, W, 2) optical flow in pixels, for the flow target.
         segmentations: (B, T, H, W) ground truth, only for the "oracle" diagnostic target.
+        decoded_tokens: training only: decode a random subset of this many patches (the same for the batch);
+            masks, reconstruction and target then cover those patches, listed in "token_index". The decoder
+            dominates a small model's step and its loss is a mean over patches, so this cuts the step's cost
+            and keeps the loss unbiased.
         Returns slots (B, T, K, D), masks (B, T, K, N) decoder masks, attn (B, T, K, N)
         slot-attention masks, reconstruction (B, T, N, F), target (B, T, N, F), mask_grid (h, w).
         """
@@ -172,7 +177,13 @@ class SlotContrast(nn.Module):
             out["masks"] = attn
             return out
         external = attn.flatten(0, 1) if self.cfg.mask_source == "attention" else None
-        dec = self.decoder(slots.flatten(0, 1), masks_only=masks_only, grid=grid, masks=external)
+        index = None
+        if decoded_tokens and decoded_tokens < N and not masks_only:
+            index = torch.randperm(N, device=features.device)[:decoded_tokens].sort().values
+            external = None if external is None else external[..., index]
+            target = target[:, :, index]
+            out["token_index"] = index
+        dec = self.decoder(slots.flatten(0, 1), masks_only=masks_only, grid=grid, masks=external, token_index=index)
         out["masks"] = dec["masks"].unflatten(0, (B, T))
         if not masks_only:
             out["reconstruction"] = dec["reconstruction"].unflatten(0, (B, T))  # (B, T, N, F)
