@@ -37,7 +37,8 @@ def test_pretrained_weights_load_frozen_and_give_the_trained_features(flow_datas
     assert info["steps"] == 3 and info["encoder"]["channels"] == 8
     state = torch.load(os.path.join(out, "pretrain-state.pt"), weights_only=True)
     trained = CNNEncoder(**{k: v for k, v in ENC.items() if k != "name"})
-    trained.load_state_dict({k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")})
+    trained.load_state_dict({k[len("encoder."):]: v.half().float()  # stored in fp16
+                             for k, v in state["model"].items() if k.startswith("encoder.")})
     model = build_model({"encoder": {**ENC, "weights": path, "frozen": True}, "img_size": 32, "num_slots": 3,
                          "slot_dim": 8, "decoder_hidden": [16], "target": "features"})
     assert not any(p.requires_grad for p in model.encoder.parameters())
@@ -70,3 +71,10 @@ def test_the_pretext_needs_depth_and_flow(tiny_dataset, tmp_path):
         pretrain_encoder(tiny_dataset, str(tmp_path / "pt"), ENC, progress=False, steps=1, size=32, num_workers=0)
     with pytest.raises(ValueError, match="oracle"):
         pretrain_encoder(tiny_dataset, str(tmp_path / "pt"), ENC, progress=False, targets="oracle", num_workers=0)
+
+
+def test_missing_cnn_weights_say_how_to_make_them(tmp_path):
+    from slotmatch.models.encoder import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError, match="slotmatch pretrain"):
+        CNNEncoder(channels=8, num_layers=2, patch_size=4, weights=str(tmp_path / "none.safetensors"))

@@ -467,6 +467,11 @@ class CNNEncoder(Encoder):
         self.patch_size = patch_size
         self.frozen = frozen
         if weights:  # `slotmatch pretrain`'s encoder.safetensors
+            if not os.path.isfile(weights):
+                raise WeightsNotFoundError(
+                    f"CNN encoder weights not found: {weights}. They are made on the generator's data by "
+                    f"`slotmatch pretrain --config CONFIG --out FOLDER` (add --student for the student's encoder); "
+                    f"see README.md, 'Frozen pretrained encoders'")
             sd = load_state_dict_file(weights)
             try:
                 self.load_state_dict(sd)
