@@ -46,12 +46,20 @@ RECIPES = {  # overrides of the GPU preset; the preset itself is the first. Sess
     "disparity-attn": ["model.mask_source=attention"],
     "flow-attn": ["model.target=flow", "model.mask_source=attention"],
     "disparity+flow-attn": ["model.target=disparity+flow", "model.mask_source=attention"],
+    # the frozen pretrained CNNs of checkpoints/encoders/ (the offline stand-in for DINOv2, `movi-*-like-frozen`):
+    # the best CPU recipe of session 3 (docs/RESULTS.md, "Frozen pretrained encoders")
+    "frozen-attn": ["model.encoder={name: cnn, channels: 96, num_layers: 4, patch_size: 2, deep_patch_size: 4, "
+                    "frozen: true, weights: checkpoints/encoders/teacher/encoder.safetensors}",
+                    "student.encoder={name: cnn, channels: 24, num_layers: 4, patch_size: 2, deep_patch_size: 4, "
+                    "frozen: true, weights: checkpoints/encoders/student/encoder.safetensors}",
+                    "model.target=features", "model.mask_source=attention", "train.feature_cache=true",
+                    "train.decoded_tokens=256"],
     # diagnostics that read the ground truth (never selected as a teacher): can these settings group
     # ideal features at all? (docs/RESULTS.md, "Diagnostic")
     "oracle": ["model.encoder={name: oracle, patch_size: 2}", "model.target=oracle"],
     "oracle-attn": ["model.encoder={name: oracle, patch_size: 2}", "model.target=oracle", "model.mask_source=attention"],
 }
-DEFAULT_RECIPES = ["disparity-attn", "flow-attn", "disparity+flow-attn", "oracle-attn"]
+DEFAULT_RECIPES = ["frozen-attn", "disparity-attn", "flow-attn", "oracle-attn"]
 STUDENTS = {
     "slotmatch": [],
     "alone": ["distill.beta=0"],
