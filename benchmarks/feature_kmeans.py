@@ -27,7 +27,8 @@ def load_encoder(spec: str) -> CNNEncoder:
     folder = spec if os.path.isdir(spec) else os.path.dirname(spec)
     weights = os.path.join(spec, "encoder.safetensors") if os.path.isdir(spec) else spec
     cfg = json.load(open(os.path.join(folder, "pretrain.json")))["encoder"]
-    return CNNEncoder(**{k: v for k, v in cfg.items() if k != "name"}, weights=weights, frozen=True).eval()
+    cfg = {k: v for k, v in cfg.items() if k not in ("name", "weights", "frozen")}  # pretrain.json may name them
+    return CNNEncoder(**cfg, weights=weights, frozen=True).eval()
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from slotmatch.data.dataset import open_dataset
 from slotmatch.models.encoder import (CNNEncoder, make_target, target_dim, target_needs_depth, target_needs_flow,
                                       target_parts)
+from slotmatch.models.slotcontrast import flatten_frames
 
 PRETRAIN_DEFAULTS = dict(targets="pixels_raw+relief+flow", steps=4000, batch_size=32, lr=2e-3, size=64,
                          max_minutes=None, checkpoint_every=500, seed=0, num_workers=1)
@@ -59,12 +60,6 @@ class PretextModel(nn.Module):
             part = ((p - t) ** 2).mean() / (t.var() + 1e-4)
             parts[name], total, start = float(part.detach()), total + part, start + size
         return total, parts
-
-
-def _frames(batch: dict) -> tuple:
-    """Clips of the loader flattened into frames: (B*T, 3, H, W), depth (B*T, H, W), flow (B*T, H, W, 2)."""
-    flat = lambda x: None if x is None else x.flatten(0, 1)  # noqa: E731
-    return flat(batch["video"]), flat(batch.get("depth")), flat(batch.get("flow"))
 
 
 def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = False, progress: bool = True,
@@ -119,7 +114,7 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     model.train()
     while step < s["steps"] and (deadline is None or time.time() < deadline):
         for batch in loader:
-            loss, parts = model.loss(*_frames(batch))
+            loss, parts = model.loss(*flatten_frames(batch["video"], batch.get("depth"), batch.get("flow")))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -84,6 +84,14 @@ class Encoder(nn.Module):
         return (H // self.patch_size, W // self.patch_size)
 
 
+def position_grid(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
+    """(h * w, 4) patch positions (y, x, 1 - y, 1 - x) in [0, 1], row-major: the soft position code
+    (Locatello et al. 2020) of the CNN encoder and of the oracle diagnostic."""
+    yy, xx = torch.meshgrid(torch.linspace(0.0, 1.0, h, device=device, dtype=dtype),
+                            torch.linspace(0.0, 1.0, w, device=device, dtype=dtype), indexing="ij")
+    return torch.stack([yy, xx, 1 - yy, 1 - xx], dim=-1).reshape(h * w, 4)
+
+
 # ----------------------------------------------------------------------------------------------
 # Reconstruction targets
 
@@ -119,6 +127,11 @@ def depth_patch_target(depth: torch.Tensor, patch_size: int) -> torch.Tensor:
     return d.reshape(B, h, p, w, p).permute(0, 1, 3, 2, 4).reshape(B, h * w, p * p)
 
 
+def _disparity(depth: torch.Tensor, p: int) -> torch.Tensor:
+    """Inverse depth (B, H, W) -> (B, H', W'), cropped to whole patches of size p."""
+    return 1.0 / depth[:, : depth.shape[1] // p * p, : depth.shape[2] // p * p].clamp_min(1e-3)
+
+
 def disparity_patch_target(depth: torch.Tensor, patch_size: int, eps: float = 1e-6) -> torch.Tensor:
     """Inverse depth (disparity) of each patch, standardised per frame.
 
@@ -131,13 +144,9 @@ def disparity_patch_target(depth: torch.Tensor, patch_size: int, eps: float = 1e
     p = patch_size
     B, H, W = depth.shape
     h, w = H // p, W // p
-    d = 1.0 / depth[:, : h * p, : w * p].clamp_min(1e-3)
+    d = _disparity(depth, p)
     d = (d - d.mean(dim=(1, 2), keepdim=True)) / (d.std(dim=(1, 2), keepdim=True) + eps)
     return d.reshape(B, h, p, w, p).permute(0, 1, 3, 2, 4).reshape(B, h * w, p * p)
-
-
-def _disparity(depth: torch.Tensor, p: int) -> torch.Tensor:
-    return 1.0 / depth[:, : depth.shape[1] // p * p, : depth.shape[2] // p * p].clamp_min(1e-3)
 
 
 def floor_plane(disparity: torch.Tensor, iters: int = 4) -> torch.Tensor:
@@ -497,11 +506,7 @@ class CNNEncoder(Encoder):
             x = self.lateral(fine) + F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         x = x[:, :, : H // p, : W // p]  # (B, C, h, w)
         h, w = x.shape[-2:]
-        ys = torch.linspace(0.0, 1.0, h, device=x.device, dtype=x.dtype)
-        xs = torch.linspace(0.0, 1.0, w, device=x.device, dtype=x.dtype)
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        grid = torch.stack([yy, xx, 1 - yy, 1 - xx], dim=-1).reshape(h * w, 4)
-        return x.flatten(2).transpose(1, 2) + self.pos(grid)  # (B, N, C)
+        return x.flatten(2).transpose(1, 2) + self.pos(position_grid(h, w, x.device, x.dtype))  # (B, N, C)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,10 +533,8 @@ class OracleEncoder(Encoder):
                              "with a dataset that has them)")
         codes = oracle_patch_target(segmentations, self.patch_size)
         h, w = segmentations.shape[-2] // self.patch_size, segmentations.shape[-1] // self.patch_size
-        yy, xx = torch.meshgrid(torch.linspace(0, 1, h, device=codes.device),
-                                torch.linspace(0, 1, w, device=codes.device), indexing="ij")
-        grid = torch.stack([yy, xx, 1 - yy, 1 - xx], -1).reshape(1, h * w, 4).expand(codes.shape[0], -1, -1)
-        return torch.cat([codes, grid.to(codes.dtype)], -1)
+        grid = position_grid(h, w, codes.device, codes.dtype).expand(codes.shape[0], -1, -1)
+        return torch.cat([codes, grid], -1)
 
 
 def build_encoder(cfg: dict, img_size: Optional[Union[int, Sequence[int]]] = None) -> Encoder:

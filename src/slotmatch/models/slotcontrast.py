@@ -114,7 +114,7 @@ class SlotContrast(nn.Module):
         out = {"features": features.unflatten(0, (B, T))}
         if with_target:
             target = make_target(self.target_type, frames, features, self.encoder.patch_size,
-                                 *_per_frame(depth, flow, segmentations))
+                                 *flatten_frames(depth, flow, segmentations))
             out["target"] = target.unflatten(0, (B, T))  # (B, T, N, F)
         return out
 
@@ -152,7 +152,7 @@ class SlotContrast(nn.Module):
         elif target is None and not masks_only:
             frames = None if video is None else video.flatten(0, 1)
             target = make_target(self.target_type, frames, features.flatten(0, 1), self.encoder.patch_size,
-                                 *_per_frame(depth, flow, segmentations)).unflatten(0, features.shape[:2])
+                                 *flatten_frames(depth, flow, segmentations)).unflatten(0, features.shape[:2])
         B, T, N, _ = features.shape
         grid = self.grid if video is None else self.encoder.grid_size(video.shape[-2:])
         assert grid[0] * grid[1] == N, f"{N} tokens do not fit the grid {grid}"
@@ -199,8 +199,8 @@ class SlotContrast(nn.Module):
         return count_parameters(self)
 
 
-def _per_frame(*maps: Optional[torch.Tensor]) -> list:
-    """(B, T, ...) inputs of the target flattened to (B*T, ...) frames; None stays None."""
+def flatten_frames(*maps: Optional[torch.Tensor]) -> list:
+    """(B, T, ...) clips flattened to (B*T, ...) frames; None stays None."""
     return [None if m is None else m.flatten(0, 1) for m in maps]
 
 
