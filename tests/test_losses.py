@@ -109,3 +109,17 @@ def test_mask_distillation():
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
     loss.backward()
     assert logits_t.grad is None and logits_s.grad is not None
+
+
+def test_contrast_max_gap_penalises_slow_drift():
+    from slotmatch.losses import slot_contrast_loss
+
+    K, T, D = 4, 4, 8
+    base = torch.eye(D)[:K]  # orthogonal slots
+    still = base.expand(1, T, K, D).clone()
+    assert torch.allclose(slot_contrast_loss(still, max_gap=3), slot_contrast_loss(still, max_gap=1))
+    # every slot turns a little each frame towards the next slot's direction: steps are small, gaps add up
+    angle = torch.arange(T).float().view(1, T, 1, 1) * 0.35
+    drift = torch.cos(angle) * base + torch.sin(angle) * base.roll(1, dims=0)
+    assert slot_contrast_loss(drift, max_gap=3) > slot_contrast_loss(drift, max_gap=1) + 0.1
+    assert torch.equal(slot_contrast_loss(drift), slot_contrast_loss(drift, max_gap=1))  # the paper's default

@@ -96,3 +96,25 @@ def test_config_typos_are_errors(tiny_dataset, tmp_path):
     cfg["model"]["num_slot"] = 5
     with pytest.raises(ValueError, match="num_slot"):
         train(cfg, str(tmp_path / "b"), progress=False)
+
+
+def test_init_from_starts_from_a_checkpoints_weights(tiny_teacher_run, tiny_dataset, tmp_path):
+    from slotmatch.train import SlotContrastModule, init_weights
+
+    cfg, _, last = tiny_teacher_run
+    source, _ = load_model(last)
+    module = SlotContrastModule(tiny_config(tiny_dataset))
+    assert not torch.equal(module.model.initializer.slots, source.initializer.slots)  # fresh weights differ
+    init_weights(module.model, last)
+    for k, v in source.state_dict().items():
+        assert torch.equal(module.model.state_dict()[k], v), k
+    other_cfg = tiny_config(tiny_dataset)
+    other_cfg["model"]["slot_dim"] = 8
+    with pytest.raises(CheckpointError, match="does not fit"):
+        init_weights(SlotContrastModule(other_cfg).model, last)
+    # through `train`, with other data settings: the run starts from the checkpoint's weights
+    run = str(tmp_path / "ft")
+    ft_cfg = tiny_config(tiny_dataset, max_steps=1, val_every=1, init_from=last, lr=1e-9)
+    ft_cfg["data"]["clip_length"] = 3
+    tuned, _ = load_model(train(ft_cfg, run, progress=False))
+    assert torch.allclose(tuned.initializer.slots, source.initializer.slots, atol=1e-6)

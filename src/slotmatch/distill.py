@@ -89,7 +89,8 @@ class SlotMatchModule(SlotContrastModule):
             t_out = self.teacher(batch["video"], masks_only=self.ds["feature_kd"] == 0,
                                  depth=batch.get("depth"), flow=batch.get("flow")) if needs_teacher else None
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
-        con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
+        con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"],
+                                        max_gap=self.ts["contrast_max_gap"])
         kd = losses.slot_distillation_loss(out["slots"], t_out["slots"]) if needs_teacher else rec.new_zeros(())
         terms = {"rec": rec, "contrast": con, "kd": kd}
         loss = rec + self.ds["alpha"] * con + self.ds["beta"] * kd

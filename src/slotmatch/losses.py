@@ -17,7 +17,7 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> t
 
 
 def slot_contrast_loss(slots: torch.Tensor, temperature: float = 0.1,
-                       batch_contrast: bool = True) -> torch.Tensor:
+                       batch_contrast: bool = True, max_gap: int = 1) -> torch.Tensor:
     """SlotContrast's slot-slot contrastive loss (InfoNCE over time), as in their
     `losses.py::Slot_Slot_Contrastive_Loss` (batch_contrast=True in all their configs).
 
@@ -27,6 +27,9 @@ def slot_contrast_loss(slots: torch.Tensor, temperature: float = 0.1,
     video included; with batch_contrast=False only those). Logits are cosine similarities / temperature,
     cross-entropy over the B*K candidates, averaged over anchors and frame pairs. One direction only
     (t+1 -> t), as their code (cross-entropy over dim 1 of the (t, t+1) similarity matrix).
+    max_gap > 1 (ours, not the paper's; default 1 is the paper's loss): also the pairs (t, t+g) for
+    g = 2..max_gap, every pair weighted equally, so that a slot may not drift slowly away from itself
+    over several frames while each step stays close to the last (docs/RESULTS.md, "Slots drift").
     Returns 0 when T < 2.
     """
     B, T, K, D = slots.shape
@@ -35,11 +38,14 @@ def slot_contrast_loss(slots: torch.Tensor, temperature: float = 0.1,
     z = F.normalize(slots, dim=-1)  # (B, T, K, D)
     if batch_contrast:
         z = z.transpose(0, 1).reshape(1, T, B * K, D)  # slot index b * K + k
-    cur, nxt = z[:, :-1], z[:, 1:]  # (B', T-1, S, D)
-    logits = nxt @ cur.transpose(-1, -2) / temperature  # (B', T-1, S, S): anchors (t+1) x cands (t)
-    S = logits.shape[-1]
-    labels = torch.arange(S, device=slots.device).repeat(logits.numel() // (S * S))
-    return F.cross_entropy(logits.reshape(-1, S), labels)
+    S = z.shape[2]
+    logits = []
+    for g in range(1, min(max_gap, T - 1) + 1):
+        cur, nxt = z[:, :-g], z[:, g:]  # (B', T-g, S, D)
+        logits.append((nxt @ cur.transpose(-1, -2) / temperature).reshape(-1, S))  # anchors (t+g) x cands (t)
+    logits = torch.cat(logits)
+    labels = torch.arange(S, device=slots.device).repeat(logits.shape[0] // S)
+    return F.cross_entropy(logits, labels)
 
 
 def slot_distillation_loss(student_slots: torch.Tensor, teacher_slots: torch.Tensor) -> torch.Tensor:

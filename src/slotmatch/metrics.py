@@ -39,6 +39,7 @@ __all__ = [
     "image_fg_ari",
     "video_mbo",
     "image_mbo",
+    "slot_stability",
     "masks_to_ids",
     "contingency",
 ]
@@ -166,6 +167,34 @@ def image_mbo(pred: Tensor, true: Tensor, per_frame: bool = False) -> Tensor:
     """
     _check_ids(pred, true)
     return _per_frame(_mbo, pred, true, per_frame)
+
+
+def slot_stability(pred: Tensor, true: Tensor) -> Tensor:
+    """How steadily one predicted segment follows each object (not a SlotContrast metric; ours).
+
+    In every frame, each true object (id > 0) present gets its best-IoU predicted segment (IoU as in mBO).
+    An object's stability is the share of its frames whose best segment is its most frequent one (1.0: the
+    same slot has it throughout; a slot that hands it to another half-way gives 0.5). This separates
+    identity switches, which video FG-ARI and mBO punish, from per-frame quality, which the image
+    variants measure. pred, true: (B, T, H, W). Returns (B,) float64, the mean over a video's objects;
+    NaN for a video without objects.
+    """
+    _check_ids(pred, true)
+    b, t = pred.shape[:2]
+    table, fg = contingency(pred.reshape(b * t, -1), true.reshape(b * t, -1))  # (B*T, C, K)
+    inter = table.to(torch.float64)
+    n_true, n_pred = inter.sum(-1), inter.sum(-2)
+    iou = inter / (n_true.unsqueeze(-1) + n_pred.unsqueeze(-2) - inter).clamp_min(1)
+    best = iou.argmax(-1).view(b, t, -1)  # (B, T, C) best segment per object and frame
+    present = (fg.unsqueeze(0) & (n_true > 0)).view(b, t, -1)  # (B, T, C)
+    k = table.shape[-1]
+    votes = torch.zeros(b, present.shape[-1], k, dtype=torch.float64, device=pred.device)
+    votes.scatter_add_(2, best.transpose(1, 2), present.transpose(1, 2).to(torch.float64))  # (B, C, K)
+    frames = present.sum(1)  # (B, C)
+    share = votes.amax(-1) / frames.clamp_min(1)
+    has = frames > 0
+    count = has.sum(-1)
+    return torch.where(count > 0, torch.where(has, share, 0.0).sum(-1) / count.clamp_min(1), math.nan)
 
 
 def masks_to_ids(masks: Tensor, size: tuple[int, int], chunk: int = 64) -> Tensor:

@@ -27,9 +27,11 @@ from slotmatch.visualize import overlay, save_image, upscale, video_grid
 TRAIN_DEFAULTS = dict(
     max_steps=10000, lr=4e-4, warmup_steps=2500, decay_rate=0.5,  # SlotContrast: exp_decay_with_warmup
     grad_clip=0.05, contrast_weight=0.5, temperature=0.1,  # SlotContrast configs/slotcontrast/movi_c.yaml
+    contrast_max_gap=1,  # 1: the paper's loss (frames t, t+1); n > 1 also ties t to t+2..t+n (losses.py)
     val_every=1000, checkpoint_every=500, log_every=10, num_val_videos=None, seed=0, feature_cache=False,
     max_time=None,  # wall-clock budget "DD:HH:MM:SS": stop (and checkpoint) when it is spent
     decoded_tokens=None,  # decode a random subset of this many patches per step (None: all; see SlotContrast.forward)
+    init_from=None,  # a checkpoint (.ckpt or .safetensors) whose model weights start this run; fresh optimiser
     precision="32-true", devices=1, accelerator="auto",
 )
 
@@ -77,7 +79,8 @@ class SlotContrastModule(L.LightningModule):
                          flow=batch.get("flow"), segmentations=oracle_input(self.model, batch),
                          decoded_tokens=self.ts["decoded_tokens"])
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
-        con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"])
+        con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"],
+                                        max_gap=self.ts["contrast_max_gap"])
         return {"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con, "out": out}
 
     def training_step(self, batch, batch_idx):
@@ -277,4 +280,25 @@ def fit(module: L.LightningModule, cfg: dict, run_dir: str, resume: bool = False
 def train(cfg: dict, run_dir: str, resume: bool = False, progress: bool = True) -> str:
     """Train the SlotContrast teacher described by `cfg` into `run_dir`."""
     L.seed_everything(train_settings(cfg)["seed"], workers=True, verbose=False)  # before the weights exist
-    return fit(SlotContrastModule(cfg, run_dir), cfg, run_dir, resume, progress)
+    module = SlotContrastModule(cfg, run_dir)
+    init_from = train_settings(cfg)["init_from"]
+    if init_from and not resume:  # a resumed run's checkpoint already holds the weights it reached
+        init_weights(module.model, init_from)
+    return fit(module, cfg, run_dir, resume, progress)
+
+
+def init_weights(model: torch.nn.Module, path: str) -> None:
+    """Copy the weights of the model saved in `path` (a run's .ckpt or an export) into `model`.
+
+    For fine-tuning with other settings (longer clips, another schedule). The architectures must agree:
+    a checkpoint of another model size is a CheckpointError naming the file."""
+    from slotmatch.checkpoint import load_model
+
+    source, _ = load_model(path)
+    state, own = source.state_dict(), model.state_dict()
+    wrong = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    extra = [k for k in state if k not in own]
+    if wrong or extra:
+        raise CheckpointError(f"{path}: its model does not fit this config's model (differs at "
+                              f"{', '.join((wrong + extra)[:3])}); train.init_from needs the same architecture")
+    model.load_state_dict(state)

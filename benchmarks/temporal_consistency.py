@@ -1,0 +1,68 @@
+"""Where does a model lose its objects over time? Video scores by clip length, and slot identity.
+
+Video FG-ARI and mBO pool all frames of a video, so a slot that hands its object to another slot half-way
+scores like a wrong segmentation, while the image scores (each frame alone) do not see it. This script
+runs a checkpoint over whole validation videos and prints, beside the image scores:
+- the video scores over the first T frames only (T = 1, 4, 8, ... , all): how fast they fall with T;
+- the image mBO by frame index: whether the frames themselves get worse as the rollout goes on;
+- slot stability (`metrics.slot_stability`): for each true object, the share of its frames whose best-overlapping slot is the slot
+  that overlaps it best most often (1.0: one slot follows the object through the video).
+
+Two evaluation-time variants, to see which part carries the identity from frame to frame (the weights
+are unchanged): --no-predictor carries each frame's slots to the next frame as they are, and --sa-iters N
+runs N slot-attention iterations on every frame after the first (the model's own number otherwise).
+
+Usage: python benchmarks/temporal_consistency.py CHECKPOINT DATA [--videos 25] [--masks decoder|attention]
+       [--no-predictor] [--sa-iters N]
+"""
+
+import argparse
+
+import numpy as np
+import torch
+
+from slotmatch import metrics
+from slotmatch.checkpoint import load_model
+from slotmatch.data.dataset import open_dataset
+from slotmatch.evaluate import MASK_KINDS, predict_ids
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("data")
+    ap.add_argument("--videos", type=int, default=25)
+    ap.add_argument("--masks", default="decoder", choices=list(MASK_KINDS))
+    ap.add_argument("--batch-size", type=int, default=5)
+    ap.add_argument("--no-predictor", action="store_true", help="carry the slots unchanged to the next frame")
+    ap.add_argument("--sa-iters", type=int, default=None, help="slot-attention iterations after the first frame")
+    a = ap.parse_args()
+    model, _ = load_model(a.checkpoint)
+    variant = []
+    if a.no_predictor:
+        model.predictor = torch.nn.Identity()
+        variant.append("no predictor")
+    if a.sa_iters is not None:
+        model.cfg.sa_iters = a.sa_iters
+        variant.append(f"{a.sa_iters} slot-attention iterations per later frame")
+    ds = open_dataset(a.data, "validation")
+    items = [ds[i] for i in range(min(a.videos, len(ds)))]
+    video = torch.stack([x["video"] for x in items])
+    true = torch.stack([x["segmentations"] for x in items])
+    with torch.no_grad():
+        pred = torch.cat([predict_ids(model, video[i:i + a.batch_size], true.shape[-2:], true[i:i + a.batch_size],
+                                      masks=a.masks) for i in range(0, len(items), a.batch_size)])
+    T = true.shape[1]
+    print(f"{a.checkpoint} ({', '.join([a.masks + ' masks'] + variant)}) on {len(items)} validation videos of {a.data}, {T} frames\n")
+    print("| first T frames | video FG-ARI | video mBO | image FG-ARI | image mBO |\n|---|---|---|---|---|")
+    for t in sorted({1, 4, 8, 12, T} & set(range(1, T + 1))):
+        p, g = pred[:, :t], true[:, :t]
+        row = [metrics.video_fg_ari(p, g), metrics.video_mbo(p, g), metrics.image_fg_ari(p, g), metrics.image_mbo(p, g)]
+        print(f"| {t} | " + " | ".join(f"{np.nanmean(x.numpy()):.3f}" for x in row) + " |")
+    by_frame = np.nanmean(metrics.image_mbo(pred, true, per_frame=True).numpy(), 0)
+    print("\nimage mBO by frame index: " + " ".join(f"{x:.2f}" for x in by_frame))
+    print(f"slot stability (share of an object's frames on its usual slot): {np.nanmean(metrics.slot_stability(pred, true).numpy()):.3f}")
+
+
+if __name__ == "__main__":
+    main()
