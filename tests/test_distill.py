@@ -181,3 +181,20 @@ def test_kd_terms_follow_the_students_decoded_patch_subset(tiny_dataset, teacher
         t_masks = m.teacher(_batch()["video"], masks_only=True)["masks"][..., out["token_index"]]
     from slotmatch import losses
     assert float(terms["mask_kd"]) == pytest.approx(float(losses.mask_distillation_loss(out["masks"], t_masks)), rel=1e-5)
+
+
+def test_an_oracle_teacher_diagnostic_gets_the_masks_and_the_student_does_not(tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, max_steps=1, val_every=1)
+    cfg["model"]["encoder"] = {"name": "oracle", "patch_size": 4}
+    cfg["model"]["target"] = "features"
+    teacher = train(cfg, str(tmp_path / "oracle-teacher"), progress=False)
+    m = SlotMatchModule(tiny_config(tiny_dataset), teacher)
+    seen = {"teacher": [], "student": []}
+    m.teacher.register_forward_hook(lambda mod, a, kw, out: seen["teacher"].append(kw.get("segmentations")),
+                                    with_kwargs=True)
+    m.model.register_forward_hook(lambda mod, a, kw, out: seen["student"].append(kw.get("segmentations")),
+                                  with_kwargs=True)
+    batch = dict(_batch(), segmentations=torch.randint(0, 3, (2, 2, 32, 32)))
+    m.compute_losses(batch)
+    assert seen["teacher"][0] is batch["segmentations"] and seen["student"] == [None]
+    distill(tiny_config(tiny_dataset, max_steps=1, val_every=1), teacher, str(tmp_path / "s"), progress=False)

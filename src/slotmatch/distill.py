@@ -25,7 +25,7 @@ from slotmatch.checkpoint import CheckpointError, load_model, read_checkpoint
 from slotmatch.config import merge
 from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
-from slotmatch.train import FORMAT, SlotContrastModule, fit, video_scores
+from slotmatch.train import FORMAT, SlotContrastModule, fit, oracle_input, video_scores
 
 DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, feature_kd=0.0, mask_kd=0.0, copy_slot_init=None, teacher_checkpoint=None)
 
@@ -87,7 +87,8 @@ class SlotMatchModule(SlotContrastModule):
         needs_teacher = self.ds["beta"] > 0 or self.ds["feature_kd"] > 0 or self.ds["mask_kd"] > 0
         with torch.no_grad():
             t_out = self.teacher(batch["video"], masks_only=self.ds["feature_kd"] == 0,
-                                 depth=batch.get("depth"), flow=batch.get("flow")) if needs_teacher else None
+                                 depth=batch.get("depth"), flow=batch.get("flow"),
+                                 segmentations=oracle_input(self.teacher, batch)) if needs_teacher else None
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"],
                                         max_gap=self.ts["contrast_max_gap"])
@@ -121,7 +122,8 @@ class SlotMatchModule(SlotContrastModule):
         super().validation_step(batch, batch_idx)
         if self._teacher_scores is None:  # the teacher is frozen: score it once
             with torch.no_grad():
-                pred = predict_ids(self.teacher, batch["video"], batch["segmentations"].shape[-2:])
+                pred = predict_ids(self.teacher, batch["video"], batch["segmentations"].shape[-2:],
+                                   batch["segmentations"])  # read only by an oracle (diagnostic) teacher
             self._teacher_val.append(video_scores(pred, batch["segmentations"]))
 
     def on_validation_epoch_end(self):
