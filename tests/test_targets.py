@@ -65,7 +65,29 @@ def test_relief_is_zero_on_the_floor_and_positive_on_an_object():
     assert torch.allclose(floor_plane(d)[0], (1.0 / _plane_depth()), atol=1e-4)
 
 
-@pytest.mark.parametrize("target,dim", [("relief", 16), ("relief+flow", 48),("pixels", 48), ("pixels_raw", 48), ("depth", 16), ("pixels_raw+depth", 64),
+def test_surface_colour_averages_within_a_surface_and_never_across_heights():
+    from slotmatch.models.encoder import surface_colour, surface_patch_target
+
+    depth = _plane_depth()[None]
+    depth[0, 4:11, 5:12] *= 0.6  # an object standing out of the floor
+    obj = torch.zeros(16, 16, dtype=torch.bool)
+    obj[4:11, 5:12] = True
+    image = torch.zeros(1, 3, 16, 16)
+    image[0, 1] = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float()  # green checks on the floor
+    image[0, 2] = 1 - image[0, 1]  # ... and blue ones
+    image[0, :, obj] = torch.tensor([1.0, 0.0, 0.0])[:, None]  # a red object
+    out = surface_colour(image, depth, radius=2)
+    assert torch.allclose(out[0, :, obj], torch.tensor([1.0, 0.0, 0.0])[:, None], atol=1e-3)  # no floor mixed in
+    assert float(out[0, 0][~obj].max()) < 1e-3  # no red on the floor, even right beside the object
+    inner = torch.zeros_like(obj)
+    inner[2:14, 2:14] = True
+    inner &= ~obj
+    # the floor's checks average towards a half (the window is the floor's, minus the object)
+    assert float((out[0, 1][inner] - 0.5).abs().mean()) < float((image[0, 1][inner] - 0.5).abs().mean()) / 2
+    assert surface_patch_target(image, depth, 2).shape == (1, 64, 12)
+
+
+@pytest.mark.parametrize("target,dim", [("relief", 16), ("relief+flow", 48), ("surface+relief", 64), ("pixels", 48), ("pixels_raw", 48), ("depth", 16), ("pixels_raw+depth", 64),
                                         ("disparity", 16), ("pixels_raw+disparity", 64)])
 def test_targets_shapes_and_depth_requirement(target, dim):
     model = build_model(dict(CFG, target=target))
@@ -73,7 +95,7 @@ def test_targets_shapes_and_depth_requirement(target, dim):
     flow = torch.randn(2, 2, 16, 16, 2) if "flow" in target else None
     out = model(video, depth=depth, flow=flow)
     assert out["target"].shape == (2, 2, 16, dim) and out["reconstruction"].shape == (2, 2, 16, dim)
-    if "depth" in target or "disparity" in target or "relief" in target:
+    if "depth" in target or "disparity" in target or "relief" in target or "surface" in target:
         with pytest.raises(ValueError, match="with-depth"):
             model(video, flow=flow)
 

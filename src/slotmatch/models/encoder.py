@@ -28,10 +28,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # A target is "features" or "+"-joined parts, concatenated per patch in the order given.
-TARGET_PARTS = ("pixels", "pixels_raw", "depth", "disparity", "relief", "flow", "oracle")
+TARGET_PARTS = ("pixels", "pixels_raw", "depth", "disparity", "relief", "surface", "flow", "oracle")
 TARGET_TYPES = ("features", "pixels", "pixels_raw", "depth", "pixels_raw+depth", "disparity",
                 "pixels_raw+disparity", "flow", "disparity+flow", "pixels_raw+flow", "relief",
-                "relief+flow")  # the ones measured
+                "relief+flow", "surface+relief")  # the ones measured
 
 
 def target_parts(target: Optional[str]) -> list:
@@ -46,7 +46,7 @@ def target_parts(target: Optional[str]) -> list:
 
 def target_needs_depth(target: Optional[str]) -> bool:
     """Whether a reconstruction target is computed from the generator's depth maps."""
-    return target is not None and any(p in str(target).split("+") for p in ("depth", "disparity", "relief"))
+    return target is not None and any(p in str(target).split("+") for p in ("depth", "disparity", "relief", "surface"))
 
 
 def target_needs_segmentations(target: Optional[str]) -> bool:
@@ -186,6 +186,38 @@ def relief_patch_target(depth: torch.Tensor, patch_size: int, eps: float = 1e-6)
     return r.reshape(B, H // p, p, W // p, p).permute(0, 1, 3, 2, 4).reshape(B, (H // p) * (W // p), p * p)
 
 
+SURFACE_RADIUS = 3  # pixels of a 64-pixel-wide frame (scaled with the frame's width): 7x7 at 64 px
+SURFACE_SIGMA = 0.3  # relief units (the frame's disparity spread): the floor (0) and objects (1-3) do not mix
+
+
+def surface_colour(images: torch.Tensor, depth: torch.Tensor, radius: Optional[int] = None,
+                   sigma: float = SURFACE_SIGMA) -> torch.Tensor:
+    """Each pixel's colour averaged over its neighbours on the same surface: a bilateral filter whose range
+    kernel is on the relief above the floor (`relief_patch_target`), not on colour.
+
+    Within an object the texture averages out towards the object's mean colour, the floor's checks towards
+    the floor's, and the two never mix, because they stand at different heights. A pretext that predicts it
+    from the frame alone must know how far each object extends: what k-means needs to tell objects apart
+    (docs/RESULTS.md, "Surface colour"). Reads depth, never the masks.
+    images (B, 3, H, W) in [0, 1], depth (B, H, W) -> (B, 3, H', W'), cropped as `_disparity` with p = 1.
+    """
+    B, _, H, W = images.shape
+    r = radius if radius is not None else max(1, round(SURFACE_RADIUS * W / 64))
+    k = 2 * r + 1
+    d = _disparity(depth, 1)
+    rel = ((d - floor_plane(d)) / (d.std(dim=(1, 2), keepdim=True) + 1e-6)).unsqueeze(1)  # (B, 1, H, W)
+    cols = F.unfold(images, k, padding=r).view(B, 3, k * k, H * W)
+    rels = F.unfold(rel, k, padding=r).view(B, 1, k * k, H * W)
+    inside = F.unfold(torch.ones_like(rel), k, padding=r).view(B, 1, k * k, H * W)  # not the zero padding
+    w = torch.exp(-(rels - rel.view(B, 1, 1, H * W)) ** 2 / (2 * sigma ** 2)) * inside
+    return ((cols * w).sum(2) / w.sum(2)).view(B, 3, H, W)
+
+
+def surface_patch_target(images: torch.Tensor, depth: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """`surface_colour` as patches, like "pixels_raw": (B, 3, H, W), (B, H, W) -> (B, N, 3 * p * p)."""
+    return pixel_patch_target(surface_colour(images, depth), patch_size, normalize=False)
+
+
 FLOW_SCALE = 64.0  # flow target = flow in image widths x 64: pixels of a 64-pixel-wide frame
 
 
@@ -226,7 +258,7 @@ def target_dim(target: str, encoder: Encoder) -> int:
     """Feature size F of the reconstruction target for this encoder."""
     p2 = encoder.patch_size ** 2
     sizes = {"features": encoder.feature_dim, "pixels": 3 * p2, "pixels_raw": 3 * p2, "depth": p2,
-             "disparity": p2, "relief": p2, "flow": 2 * p2, "oracle": ORACLE_DIM}
+             "disparity": p2, "relief": p2, "surface": 3 * p2, "flow": 2 * p2, "oracle": ORACLE_DIM}
     return sum(sizes[part] for part in target_parts(target))
 
 
@@ -238,7 +270,8 @@ def make_target(target: str, images: Optional[torch.Tensor], features: Optional[
     images: (B, 3, H, W) or None; features: (B, N, D) backbone features or None -> (B, N, F).
     "features": the (frozen) backbone features themselves (SlotContrast / DINOSAUR); otherwise
     "+"-joined parts, concatenated: "pixels" (pixel patches normalised per patch), "pixels_raw" (as
-    they are), "depth" (log-depth), "disparity" (inverse depth, standardised per frame), "relief" (disparity above the floor's plane), from
+    they are), "depth" (log-depth), "disparity" (inverse depth, standardised per frame), "relief" (disparity above the floor's plane), "surface"
+    (colour averaged over the pixel's own surface, `surface_colour`), from
     depth (B, H, W) of the generator's --with-depth, and "flow" (optical flow, flow (B, H, W, 2) in
     pixels, from --with-flow); "oracle" reads the ground-truth masks (segmentations (B, H, W)), a
     diagnostic of the model, never a result (`oracle_patch_target`).
@@ -260,6 +293,10 @@ def make_target(target: str, images: Optional[torch.Tensor], features: Optional[
                     raise ValueError(f"target {target!r} needs depth maps (generate the data with --with-depth)")
                 fn = {"depth": depth_patch_target, "disparity": disparity_patch_target, "relief": relief_patch_target}[part]
                 out.append(fn(depth, patch_size))
+            elif part == "surface":
+                if images is None or depth is None:
+                    raise ValueError(f"target {target!r} needs the input images and depth maps (--with-depth)")
+                out.append(surface_patch_target(images, depth, patch_size))
             elif part == "flow":
                 if flow is None:
                     raise ValueError(f"target {target!r} needs optical flow (generate the data with --with-flow)")
