@@ -1,7 +1,11 @@
 """Do an encoder's features separate objects? k-means on them, beside k-means on colour.
 
-Usage: python benchmarks/feature_kmeans.py DATASET ENCODER [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
+Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
+       [--target NAME ...]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
+--target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
+(e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
+what an encoder that predicted that target perfectly would give k-means. No masks are read.
 
 Every validation video's tokens (all frames together) are clustered into SEGMENTS with k-means, as the
 kmeans-colour reference clusters pixels, and the ids, upsampled from the token grid, are scored with video
@@ -18,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from slotmatch.data import open_dataset
-from slotmatch.models.encoder import CNNEncoder
+from slotmatch.models.encoder import CNNEncoder, make_target, target_needs_depth, target_needs_flow
 from slotmatch.references import kmeans, reference_ids
 from slotmatch.train import video_scores
 
@@ -43,15 +47,35 @@ def feature_ids(encoder: CNNEncoder, video: torch.Tensor, k: int, size: int) -> 
     return F.interpolate(ids, size=(size, size), mode="nearest").reshape(T, size, size).long()
 
 
+@torch.no_grad()
+def target_ids(sample: dict, target: str, k: int) -> torch.Tensor:
+    """k-means over all pixels of a video on a target computed per pixel (patch size 1) -> ids (T, H, W)."""
+    parts = target.split("+")
+    position = "position" in parts
+    target = "+".join(p for p in parts if p != "position")
+    video = sample["video"]
+    T, _, H, W = video.shape
+    x = make_target(target, video, None, 1, sample.get("depth"), sample.get("flow"))  # (T, H*W, F)
+    if position:
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+        x = torch.cat([x, torch.stack([yy, xx], -1).reshape(1, H * W, 2).expand(T, -1, -1)], -1)
+    x = x.reshape(1, T * H * W, -1)
+    x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
+    return kmeans(x, k, seed=0).reshape(T, H, W)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dataset")
-    ap.add_argument("encoders", nargs="+")
+    ap.add_argument("encoders", nargs="*")
+    ap.add_argument("--target", action="append", default=[], help="k-means on this target (repeatable)")
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
     a = ap.parse_args()
-    ds = open_dataset(a.dataset, "validation", size=a.size)
+    parts = [t.replace("+position", "") for t in a.target]
+    ds = open_dataset(a.dataset, "validation", size=a.size, with_depth=any(target_needs_depth(t) for t in parts),
+                      with_flow=any(target_needs_flow(t) for t in parts))
     n = min(a.videos, len(ds))
     samples = [ds[i] for i in range(n)]
     true = torch.stack([s["segmentations"] for s in samples])
@@ -63,6 +87,9 @@ def main() -> None:
         enc = load_encoder(spec)
         pred = torch.stack([feature_ids(enc, s["video"], a.segments, a.size) for s in samples])
         rows[f"k-means on {spec}"] = video_scores(pred, true)
+    for target in a.target:
+        pred = torch.stack([target_ids(s, target, a.segments) for s in samples])
+        rows[f"k-means on the target {target}"] = video_scores(pred, true)
     print(f"{a.dataset}, {n} validation videos at {a.size}x{a.size}, {a.segments} segments per video\n")
     print("| segmenter | video FG-ARI | video mBO | image FG-ARI | image mBO |\n|---|---|---|---|---|")
     for name, s in rows.items():
