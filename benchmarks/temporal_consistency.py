@@ -5,6 +5,8 @@ scores like a wrong segmentation, while the image scores (each frame alone) do n
 runs a checkpoint over whole validation videos and prints, beside the image scores:
 - the video scores over the first T frames only (T = 1, 4, 8, ... , all): how fast they fall with T;
 - the image mBO by frame index: whether the frames themselves get worse as the rollout goes on;
+- slot drift: the cosine similarity of each slot at frame t with the same slot at frame 0, averaged over slots
+  and videos (a slot that keeps its object keeps much of its vector);
 - slot stability (`metrics.slot_stability`): for each true object, the share of its frames whose best-overlapping slot is the slot
   that overlaps it best most often (1.0: one slot follows the object through the video).
 
@@ -20,11 +22,12 @@ import argparse
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from slotmatch import metrics
 from slotmatch.checkpoint import load_model
-from slotmatch.data.dataset import open_dataset
-from slotmatch.evaluate import MASK_KINDS, predict_ids
+from slotmatch.data.dataset import open_dataset, resize_maps
+from slotmatch.evaluate import MASK_KINDS, _pair, predict_ids, resize_video
 
 
 def main() -> None:
@@ -53,6 +56,17 @@ def main() -> None:
         pred = torch.cat([predict_ids(model, video[i:i + a.batch_size], true.shape[-2:], true[i:i + a.batch_size],
                                       masks=a.masks) for i in range(0, len(items), a.batch_size)])
     T = true.shape[1]
+    size_in = _pair(model.cfg.img_size)
+    drift = []
+    with torch.no_grad():
+        for i in range(0, len(items), a.batch_size):
+            v, g = video[i:i + a.batch_size], true[i:i + a.batch_size]
+            extra = {}
+            if model.encoder.needs_segmentations:
+                extra["segmentations"] = resize_maps(g.flatten(0, 1), size_in).unflatten(0, g.shape[:2])
+            z = F.normalize(model(resize_video(v, size_in), masks_only=True, **extra)["slots"], dim=-1)  # (B, T, K, D)
+            drift.append((z * z[:, :1]).sum(-1).mean(-1))  # (B, T)
+    drift = torch.cat(drift).mean(0)
     print(f"{a.checkpoint} ({', '.join([a.masks + ' masks'] + variant)}) on {len(items)} validation videos of {a.data}, {T} frames\n")
     print("| first T frames | video FG-ARI | video mBO | image FG-ARI | image mBO |\n|---|---|---|---|---|")
     for t in sorted({1, 4, 8, 12, T} & set(range(1, T + 1))):
@@ -61,6 +75,8 @@ def main() -> None:
         print(f"| {t} | " + " | ".join(f"{np.nanmean(x.numpy()):.3f}" for x in row) + " |")
     by_frame = np.nanmean(metrics.image_mbo(pred, true, per_frame=True).numpy(), 0)
     print("\nimage mBO by frame index: " + " ".join(f"{x:.2f}" for x in by_frame))
+    print("slot drift, cos(slot at t, slot at 0) for t = " + ", ".join(
+        f"{t}: {drift[t]:.2f}" for t in sorted({1, 4, 8, 12, T - 1} & set(range(1, T)))))
     print(f"slot stability (share of an object's frames on its usual slot): {np.nanmean(metrics.slot_stability(pred, true).numpy()):.3f}")
 
 
