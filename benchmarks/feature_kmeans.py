@@ -1,11 +1,14 @@
 """Do an encoder's features separate objects? k-means on them, beside k-means on colour.
 
 Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
-       [--target NAME ...]
+       [--target NAME ...] [--readout PART]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
 --target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
 (e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
 what an encoder that predicted that target perfectly would give k-means. No masks are read.
+--readout PART: for each ENCODER folder, k-means on its pretext head's prediction of PART (one of the
+targets it was pretrained on, read from its pretrain-state.pt), averaged over each patch's pixels, instead
+of on its features.
 
 Every validation video's tokens (all frames together) are clustered into SEGMENTS with k-means, as the
 kmeans-colour reference clusters pixels, and the ids, upsampled from the token grid, are scored with video
@@ -22,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from slotmatch.data import open_dataset
-from slotmatch.models.encoder import CNNEncoder, make_target, target_needs_depth, target_needs_flow
+from slotmatch.models.encoder import (CNNEncoder, make_target, position_grid, target_dim, target_needs_depth,
+                                      target_needs_flow, target_parts)
+from slotmatch.pretrain import PretextModel
 from slotmatch.references import kmeans, reference_ids
 from slotmatch.train import video_scores
 
@@ -36,7 +41,7 @@ def load_encoder(spec: str) -> CNNEncoder:
 
 
 @torch.no_grad()
-def feature_ids(encoder: CNNEncoder, video: torch.Tensor, k: int, size: int) -> torch.Tensor:
+def feature_ids(encoder: torch.nn.Module, video: torch.Tensor, k: int, size: int) -> torch.Tensor:
     """video (T, 3, H, W) -> ids (T, size, size) of k-means on the standardised features of all its tokens."""
     T, _, H, W = video.shape
     feats = encoder(video)  # (T, N, D)
@@ -47,18 +52,42 @@ def feature_ids(encoder: CNNEncoder, video: torch.Tensor, k: int, size: int) -> 
     return F.interpolate(ids, size=(size, size), mode="nearest").reshape(T, size, size).long()
 
 
+class Readout(torch.nn.Module):
+    """A pretrained encoder followed by its pretext head, keeping one target part averaged over each patch:
+    (T, 3, H, W) -> (T, N, C) for a part of C channels per pixel (channel-major, as the pixel targets)."""
+
+    def __init__(self, folder: str, part: str):
+        super().__init__()
+        state = torch.load(os.path.join(folder, "pretrain-state.pt"), map_location="cpu", weights_only=True)
+        self.model = PretextModel(state["encoder_cfg"], state["targets"])
+        self.model.load_state_dict(state["model"])
+        parts = target_parts(state["targets"])
+        if part not in parts:
+            raise ValueError(f"{folder} was pretrained on {state['targets']!r}, which has no part {part!r}")
+        sizes = [target_dim(p, self.model.encoder) for p in parts]
+        self.start, self.size = sum(sizes[:parts.index(part)]), sizes[parts.index(part)]
+        self.patch_size = self.model.encoder.patch_size
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        out = self.model.head(self.model.encoder(video))[..., self.start:self.start + self.size]  # (T, N, C*p*p)
+        return out.unflatten(-1, (self.size // self.patch_size ** 2, -1)).mean(-1)
+
+
+def split_position(target: str) -> tuple[str, bool]:
+    """"surface+position" -> ("surface", True): the pixel's coordinates are not a target part."""
+    parts = target.split("+")
+    return "+".join(p for p in parts if p != "position"), "position" in parts
+
+
 @torch.no_grad()
 def target_ids(sample: dict, target: str, k: int) -> torch.Tensor:
     """k-means over all pixels of a video on a target computed per pixel (patch size 1) -> ids (T, H, W)."""
-    parts = target.split("+")
-    position = "position" in parts
-    target = "+".join(p for p in parts if p != "position")
+    target, position = split_position(target)
     video = sample["video"]
     T, _, H, W = video.shape
     x = make_target(target, video, None, 1, sample.get("depth"), sample.get("flow"))  # (T, H*W, F)
     if position:
-        yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
-        x = torch.cat([x, torch.stack([yy, xx], -1).reshape(1, H * W, 2).expand(T, -1, -1)], -1)
+        x = torch.cat([x, position_grid(H, W)[:, :2].expand(T, -1, -1)], -1)  # (y, x) in [0, 1]
     x = x.reshape(1, T * H * W, -1)
     x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
     return kmeans(x, k, seed=0).reshape(T, H, W)
@@ -69,11 +98,12 @@ def main() -> None:
     ap.add_argument("dataset")
     ap.add_argument("encoders", nargs="*")
     ap.add_argument("--target", action="append", default=[], help="k-means on this target (repeatable)")
+    ap.add_argument("--readout", default=None, help="k-means on each encoder's pretext prediction of this part")
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
     a = ap.parse_args()
-    parts = [t.replace("+position", "") for t in a.target]
+    parts = [split_position(t)[0] for t in a.target]
     ds = open_dataset(a.dataset, "validation", size=a.size, with_depth=any(target_needs_depth(t) for t in parts),
                       with_flow=any(target_needs_flow(t) for t in parts))
     n = min(a.videos, len(ds))
@@ -84,9 +114,9 @@ def main() -> None:
     for ref in ("grid", "kmeans-colour"):
         rows[f"reference: {ref}"] = video_scores(reference_ids(ref, video, a.segments), true)
     for spec in a.encoders:
-        enc = load_encoder(spec)
+        enc = load_encoder(spec) if a.readout is None else Readout(spec, a.readout).eval()
         pred = torch.stack([feature_ids(enc, s["video"], a.segments, a.size) for s in samples])
-        rows[f"k-means on {spec}"] = video_scores(pred, true)
+        rows[f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout})")] = video_scores(pred, true)
     for target in a.target:
         pred = torch.stack([target_ids(s, target, a.segments) for s in samples])
         rows[f"k-means on the target {target}"] = video_scores(pred, true)

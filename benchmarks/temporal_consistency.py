@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from slotmatch import metrics
 from slotmatch.checkpoint import load_model
-from slotmatch.data.dataset import open_dataset, resize_maps
-from slotmatch.evaluate import MASK_KINDS, _pair, predict_ids, resize_video
+from slotmatch.data.dataset import open_dataset
+from slotmatch.evaluate import MASK_KINDS, predict_ids
 
 
 def main() -> None:
@@ -52,21 +52,16 @@ def main() -> None:
     items = [ds[i] for i in range(min(a.videos, len(ds)))]
     video = torch.stack([x["video"] for x in items])
     true = torch.stack([x["segmentations"] for x in items])
-    with torch.no_grad():
-        pred = torch.cat([predict_ids(model, video[i:i + a.batch_size], true.shape[-2:], true[i:i + a.batch_size],
-                                      masks=a.masks) for i in range(0, len(items), a.batch_size)])
-    T = true.shape[1]
-    size_in = _pair(model.cfg.img_size)
-    drift = []
+    preds, drift = [], []
     with torch.no_grad():
         for i in range(0, len(items), a.batch_size):
-            v, g = video[i:i + a.batch_size], true[i:i + a.batch_size]
-            extra = {}
-            if model.encoder.needs_segmentations:
-                extra["segmentations"] = resize_maps(g.flatten(0, 1), size_in).unflatten(0, g.shape[:2])
-            z = F.normalize(model(resize_video(v, size_in), masks_only=True, **extra)["slots"], dim=-1)  # (B, T, K, D)
+            ids, slots = predict_ids(model, video[i:i + a.batch_size], true.shape[-2:], true[i:i + a.batch_size],
+                                     masks=a.masks, with_slots=True)
+            z = F.normalize(slots, dim=-1)  # (B, T, K, D)
+            preds.append(ids)
             drift.append((z * z[:, :1]).sum(-1).mean(-1))  # (B, T)
-    drift = torch.cat(drift).mean(0)
+    pred, drift = torch.cat(preds), torch.cat(drift).mean(0)
+    T = true.shape[1]
     print(f"{a.checkpoint} ({', '.join([a.masks + ' masks'] + variant)}) on {len(items)} validation videos of {a.data}, {T} frames\n")
     print("| first T frames | video FG-ARI | video mBO | image FG-ARI | image mBO |\n|---|---|---|---|---|")
     for t in sorted({1, 4, 8, 12, T} & set(range(1, T + 1))):

@@ -229,6 +229,8 @@ def test_attention_masks_are_scored_from_slot_attention(tiny_teacher_run, tmp_pa
     out = model(video, masks_only=True)
     want = metrics.masks_to_ids(out["attn"].unflatten(-1, tuple(out["mask_grid"])), (32, 32))
     assert torch.equal(predict_ids(model, video, (32, 32), masks="attention"), want)
+    ids, slots = predict_ids(model, video, (32, 32), masks="attention", with_slots=True)  # the same single pass
+    assert torch.equal(ids, want) and torch.equal(slots, out["slots"])
     with pytest.raises(ValueError, match="masks must be one of"):
         predict_ids(model, video, (32, 32), masks="alpha")
     r = evaluate(last, cfg["data"]["path"], out=str(tmp_path / "e"), batch_size=2, max_videos=2, masks="attention")

@@ -254,11 +254,12 @@ MASK_KINDS = {"decoder": "masks", "attention": "attn"}  # the decoder's alpha ma
 
 @torch.no_grad()
 def predict_ids(model, video: torch.Tensor, size: tuple[int, int],
-                segmentations: torch.Tensor | None = None, masks: str = "decoder") -> torch.Tensor:
+                segmentations: torch.Tensor | None = None, masks: str = "decoder", with_slots: bool = False):
     """Segment ids (B, T, *size) of a model for whole videos (B, T, 3, H, W) in [0, 1].
 
     The video is resized to the model's input size (`model.cfg.img_size`), the decoder masks are
     upsampled bilinearly to `size` (the ground truth's) and the argmax over slots is the id.
+    with_slots: return (ids, slots (B, T, K, D)) from the same pass.
     """
     size_in = _pair(model.cfg.img_size)
     extra = {}
@@ -272,7 +273,8 @@ def predict_ids(model, video: torch.Tensor, size: tuple[int, int],
         raise ValueError(f"masks must be one of {', '.join(MASK_KINDS)}, got {masks!r}")
     out = model(resize_video(video, size_in), masks_only=True, **extra)
     m = out[MASK_KINDS[masks]].unflatten(-1, tuple(out["mask_grid"]))  # (B, T, K, h, w)
-    return metrics.masks_to_ids(m, tuple(size))
+    ids = metrics.masks_to_ids(m, tuple(size))
+    return (ids, out["slots"]) if with_slots else ids
 
 
 def default_out_dir(checkpoint: str, split: str = "validation", which: str = "model") -> str:

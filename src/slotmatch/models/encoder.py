@@ -180,10 +180,16 @@ def relief_patch_target(depth: torch.Tensor, patch_size: int, eps: float = 1e-6)
     depth: (B, H, W) positive z-depths -> (B, N, p * p).
     """
     p = patch_size
-    d = _disparity(depth, p)
-    B, H, W = d.shape
-    r = (d - floor_plane(d)) / (d.std(dim=(1, 2), keepdim=True) + eps)
+    r = _relief(depth, p, eps)
+    B, H, W = r.shape
     return r.reshape(B, H // p, p, W // p, p).permute(0, 1, 3, 2, 4).reshape(B, (H // p) * (W // p), p * p)
+
+
+def _relief(depth: torch.Tensor, p: int = 1, eps: float = 1e-6) -> torch.Tensor:
+    """Disparity minus the floor's plane over the frame's disparity spread: (B, H, W) -> (B, H', W'), cropped
+    to whole patches of size p (`relief_patch_target`, `surface_colour`)."""
+    d = _disparity(depth, p)
+    return (d - floor_plane(d)) / (d.std(dim=(1, 2), keepdim=True) + eps)
 
 
 SURFACE_RADIUS = 3  # pixels of a 64-pixel-wide frame (scaled with the frame's width): 7x7 at 64 px
@@ -199,13 +205,12 @@ def surface_colour(images: torch.Tensor, depth: torch.Tensor, radius: Optional[i
     the floor's, and the two never mix, because they stand at different heights. A pretext that predicts it
     from the frame alone must know how far each object extends: what k-means needs to tell objects apart
     (docs/RESULTS.md, "Surface colour"). Reads depth, never the masks.
-    images (B, 3, H, W) in [0, 1], depth (B, H, W) -> (B, 3, H', W'), cropped as `_disparity` with p = 1.
+    images (B, 3, H, W) in [0, 1], depth (B, H, W) of the same size -> (B, 3, H, W).
     """
     B, _, H, W = images.shape
     r = radius if radius is not None else max(1, round(SURFACE_RADIUS * W / 64))
     k = 2 * r + 1
-    d = _disparity(depth, 1)
-    rel = ((d - floor_plane(d)) / (d.std(dim=(1, 2), keepdim=True) + 1e-6)).unsqueeze(1)  # (B, 1, H, W)
+    rel = _relief(depth).unsqueeze(1)  # (B, 1, H, W)
     cols = F.unfold(images, k, padding=r).view(B, 3, k * k, H * W)
     rels = F.unfold(rel, k, padding=r).view(B, 1, k * k, H * W)
     inside = F.unfold(torch.ones_like(rel), k, padding=r).view(B, 1, k * k, H * W)  # not the zero padding
