@@ -2,7 +2,10 @@
 features read from the cache, timed in alternation in one run.
 
 Usage: python benchmarks/bench_feature_cache.py [--config movi_c] [--img-size 224] [--batch 4] [--frames 4] [--steps 3]
-Random weights (no download): the cost of a frozen DINOv2 forward does not depend on its weights.
+       [--distill]
+--distill: a SlotMatch step instead (the student's training step plus the frozen teacher's forward), from frames
+(both encoders run) vs from both models' cached features (`train.feature_cache` in `slotmatch distill`).
+Random weights (no download): the cost of a frozen encoder's forward does not depend on its weights.
 """
 
 import argparse
@@ -13,6 +16,7 @@ import torch
 
 from slotmatch import losses
 from slotmatch.config import load_config
+from slotmatch.distill import student_config
 from slotmatch.models import build_model
 
 
@@ -26,6 +30,24 @@ def step(model, opt, video=None, features=None) -> float:
     return time.perf_counter() - t
 
 
+def distill_step(student, teacher, opt, video=None, features=None, teacher_features=None, decoded_tokens=None) -> float:
+    t = time.perf_counter()
+    out = student(video, features=features, decoded_tokens=decoded_tokens)
+    with torch.no_grad():
+        t_slots = teacher(video, features=teacher_features, masks_only=True)["slots"]
+    loss = (losses.reconstruction_loss(out["reconstruction"], out["target"])
+            + 0.5 * losses.slot_contrast_loss(out["slots"]) + losses.slot_distillation_loss(out["slots"], t_slots))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - t
+
+
+def no_weights(model_cfg: dict, img_size: int) -> dict:
+    enc = {k: v for k, v in model_cfg["encoder"].items() if k not in ("weights", "readout")}
+    return dict(model_cfg, encoder=dict(enc, img_size=img_size), img_size=img_size)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="movi_c")
@@ -33,12 +55,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--frames", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--distill", action="store_true", help="time a SlotMatch step (student + frozen teacher)")
     a = ap.parse_args()
-    cfg = load_config(a.config)["model"]
-    cfg["encoder"] = dict(cfg["encoder"], weights=None, img_size=a.img_size)
-    cfg["img_size"] = a.img_size
+    full = load_config(a.config)
+    cfg = no_weights(full["model"], a.img_size)
     torch.manual_seed(0)
     model = build_model(cfg)
+    if a.distill:
+        return bench_distill(a, model, build_model(no_weights(student_config(full), a.img_size)),
+                             full.get("train", {}).get("decoded_tokens"))
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     video = torch.rand(a.batch, a.frames, 3, a.img_size, a.img_size)
     with torch.no_grad():
@@ -50,6 +75,26 @@ def main() -> None:
         cache_t.append(step(model, opt, features=features))
     f, c = statistics.median(frames_t), statistics.median(cache_t)
     print(f"| {a.config} encoder {cfg['encoder']['name']} at {a.img_size}px, batch {a.batch}x{a.frames} | "
+          f"step from frames {f * 1000:.0f} ms | step from cache {c * 1000:.0f} ms | speed-up {f / c:.2f}x |")
+
+
+def bench_distill(a, teacher, student, decoded_tokens=None) -> None:
+    """A SlotMatch step (the config's train.decoded_tokens) from frames vs from both caches, alternated."""
+    teacher.eval()
+    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-4)
+    video = torch.rand(a.batch, a.frames, 3, a.img_size, a.img_size)
+    with torch.no_grad():
+        s_feat = student.encode(video, with_target=False)["features"]
+        t_feat = teacher.encode(video, with_target=False)["features"]
+    kw = {"decoded_tokens": decoded_tokens}
+    distill_step(student, teacher, opt, video=video, **kw)  # warm-up
+    distill_step(student, teacher, opt, features=s_feat, teacher_features=t_feat, **kw)
+    frames_t, cache_t = [], []
+    for _ in range(a.steps):
+        frames_t.append(distill_step(student, teacher, opt, video=video, **kw))
+        cache_t.append(distill_step(student, teacher, opt, features=s_feat, teacher_features=t_feat, **kw))
+    f, c = statistics.median(frames_t), statistics.median(cache_t)
+    print(f"| SlotMatch step, {a.config}, at {a.img_size}px, batch {a.batch}x{a.frames} | "
           f"step from frames {f * 1000:.0f} ms | step from cache {c * 1000:.0f} ms | speed-up {f / c:.2f}x |")
 
 

@@ -1,14 +1,13 @@
 """Do an encoder's features separate objects? k-means on them, beside k-means on colour.
 
 Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
-       [--target NAME ...] [--readout PART]
+       [--target NAME ...] [--readout PARTS]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
 --target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
 (e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
 what an encoder that predicted that target perfectly would give k-means. No masks are read.
---readout PART: for each ENCODER folder, k-means on its pretext head's prediction of PART (one of the
-targets it was pretrained on, read from its pretrain-state.pt), averaged over each patch's pixels, instead
-of on its features.
+--readout PARTS: k-means on each encoder's tokens read through its pretext head (`encoder: {readout: PARTS}`,
+e.g. surface, surface+relief, surface+position): its predictions of those pretext parts instead of its features.
 
 Every validation video's tokens (all frames together) are clustered into SEGMENTS with k-means, as the
 kmeans-colour reference clusters pixels, and the ids, upsampled from the token grid, are scored with video
@@ -25,19 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from slotmatch.data import open_dataset
-from slotmatch.models.encoder import (CNNEncoder, make_target, position_grid, target_dim, target_needs_depth,
-                                      target_needs_flow, target_parts)
-from slotmatch.pretrain import PretextModel
+from slotmatch.models.encoder import CNNEncoder, make_target, position_grid, target_needs_depth, target_needs_flow
 from slotmatch.references import kmeans, reference_ids
 from slotmatch.train import video_scores
 
 
-def load_encoder(spec: str) -> CNNEncoder:
+def load_encoder(spec: str, readout: str | None = None) -> CNNEncoder:
+    """A `slotmatch pretrain` folder or its encoder.safetensors -> the frozen CNN (read through its head: readout)."""
     folder = spec if os.path.isdir(spec) else os.path.dirname(spec)
     weights = os.path.join(spec, "encoder.safetensors") if os.path.isdir(spec) else spec
     cfg = json.load(open(os.path.join(folder, "pretrain.json")))["encoder"]
     cfg = {k: v for k, v in cfg.items() if k not in ("name", "weights", "frozen")}  # pretrain.json may name them
-    return CNNEncoder(**cfg, weights=weights, frozen=True).eval()
+    return CNNEncoder(**cfg, weights=weights, frozen=True, readout=readout).eval()
 
 
 @torch.no_grad()
@@ -50,27 +48,6 @@ def feature_ids(encoder: torch.nn.Module, video: torch.Tensor, k: int, size: int
     x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
     ids = kmeans(x, k, seed=0).reshape(T, 1, h, w).float()
     return F.interpolate(ids, size=(size, size), mode="nearest").reshape(T, size, size).long()
-
-
-class Readout(torch.nn.Module):
-    """A pretrained encoder followed by its pretext head, keeping one target part averaged over each patch:
-    (T, 3, H, W) -> (T, N, C) for a part of C channels per pixel (channel-major, as the pixel targets)."""
-
-    def __init__(self, folder: str, part: str):
-        super().__init__()
-        state = torch.load(os.path.join(folder, "pretrain-state.pt"), map_location="cpu", weights_only=True)
-        self.model = PretextModel(state["encoder_cfg"], state["targets"])
-        self.model.load_state_dict(state["model"])
-        parts = target_parts(state["targets"])
-        if part not in parts:
-            raise ValueError(f"{folder} was pretrained on {state['targets']!r}, which has no part {part!r}")
-        sizes = [target_dim(p, self.model.encoder) for p in parts]
-        self.start, self.size = sum(sizes[:parts.index(part)]), sizes[parts.index(part)]
-        self.patch_size = self.model.encoder.patch_size
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        out = self.model.head(self.model.encoder(video))[..., self.start:self.start + self.size]  # (T, N, C*p*p)
-        return out.unflatten(-1, (self.size // self.patch_size ** 2, -1)).mean(-1)
 
 
 def split_position(target: str) -> tuple[str, bool]:
@@ -98,7 +75,7 @@ def main() -> None:
     ap.add_argument("dataset")
     ap.add_argument("encoders", nargs="*")
     ap.add_argument("--target", action="append", default=[], help="k-means on this target (repeatable)")
-    ap.add_argument("--readout", default=None, help="k-means on each encoder's pretext prediction of this part")
+    ap.add_argument("--readout", default=None, help="k-means on each encoder's pretext predictions of these parts")
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
@@ -114,7 +91,7 @@ def main() -> None:
     for ref in ("grid", "kmeans-colour"):
         rows[f"reference: {ref}"] = video_scores(reference_ids(ref, video, a.segments), true)
     for spec in a.encoders:
-        enc = load_encoder(spec) if a.readout is None else Readout(spec, a.readout).eval()
+        enc = load_encoder(spec, a.readout)
         pred = torch.stack([feature_ids(enc, s["video"], a.segments, a.size) for s in samples])
         rows[f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout})")] = video_scores(pred, true)
     for target in a.target:

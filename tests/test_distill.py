@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_config
 from slotmatch.checkpoint import CheckpointError, load_model, read_checkpoint
-from slotmatch.distill import SlotMatchModule, distill
+from slotmatch.distill import SlotMatchModule, distill, student_config
 from slotmatch.models import count_parameters
 from slotmatch.train import train
 
@@ -187,6 +187,7 @@ def test_an_oracle_teacher_diagnostic_gets_the_masks_and_the_student_does_not(ti
     cfg = tiny_config(tiny_dataset, max_steps=1, val_every=1)
     cfg["model"]["encoder"] = {"name": "oracle", "patch_size": 4}
     cfg["model"]["target"] = "features"
+    cfg["student"]["encoder"]["frozen"] = True
     teacher = train(cfg, str(tmp_path / "oracle-teacher"), progress=False)
     m = SlotMatchModule(tiny_config(tiny_dataset), teacher)
     seen = {"teacher": [], "student": []}
@@ -198,3 +199,49 @@ def test_an_oracle_teacher_diagnostic_gets_the_masks_and_the_student_does_not(ti
     m.compute_losses(batch)
     assert seen["teacher"][0] is batch["segmentations"] and seen["student"] == [None]
     distill(tiny_config(tiny_dataset, max_steps=1, val_every=1), teacher, str(tmp_path / "s"), progress=False)
+
+
+def test_with_the_feature_cache_neither_encoder_runs_and_the_kd_is_the_same(tiny_dataset, tmp_path):
+    from slotmatch.data.dataset import open_dataset
+    from slotmatch.train import make_loaders
+
+    cfg = tiny_config(tiny_dataset, feature_cache=True, max_steps=2, val_every=2)
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    for part in ("model", "student"):
+        cfg[part]["encoder"]["frozen"] = True
+    cfg["model"]["target"] = "features"
+    teacher = train(cfg, str(tmp_path / "teacher"), progress=False)
+    m = SlotMatchModule(cfg, teacher)
+    assert m.uses_feature_cache
+    loader, _ = make_loaders(cfg, m.model, progress=False, targets=m.data_targets(), teacher=m.teacher,
+                             teacher_cfg=m.teacher_model_cfg, model_cfg=student_config(cfg))
+    assert len(os.listdir(tmp_path / "cache")) == 2  # the student's features and the teacher's
+    batch = next(iter(loader))
+    assert "video" not in batch and batch["teacher_features"].shape[-1] == m.teacher.encoder.feature_dim
+    videos = open_dataset(tiny_dataset, "train", size=32)
+    for j, key in enumerate(batch["key"]):  # the same clip of the same video in both caches
+        frames = videos[int(key)]["video"]
+        with torch.no_grad():
+            whole_t, whole_s = m.teacher.encoder(frames), m.model.encoder(frames)
+        starts = [t for t in range(frames.shape[0] - 1)
+                  if torch.allclose(whole_t[t:t + 2], batch["teacher_features"][j], atol=1e-2)]
+        assert starts and torch.allclose(whole_s[starts[0]:starts[0] + 2], batch["features"][j], atol=1e-2)
+    # the cached features give the loss the frames give
+    key, start = int(batch["key"][0]), starts[0]
+    clip = {"video": videos[key]["video"][None, start:start + 2]}
+    with torch.no_grad():
+        from_frames = m.compute_losses(clip)
+        from_cache = m.compute_losses({k: batch[k][:1] for k in ("features", "teacher_features")})
+    assert float(from_cache["kd"]) == pytest.approx(float(from_frames["kd"]), abs=1e-2)
+    last = distill(cfg, teacher, str(tmp_path / "student"), progress=False)
+    assert read_checkpoint(last)["global_step"] == 2
+
+
+def test_an_oracle_teacher_is_never_fed_from_the_cache(tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, feature_cache=True, max_steps=1, val_every=1)
+    cfg["model"]["encoder"] = {"name": "oracle", "patch_size": 4}
+    cfg["model"]["target"] = "features"
+    cfg["student"]["encoder"]["frozen"] = True
+    teacher = train(tiny_config(tiny_dataset, max_steps=1, val_every=1) | {"model": cfg["model"]},
+                    str(tmp_path / "teacher"), progress=False)
+    assert not SlotMatchModule(cfg, teacher).uses_feature_cache

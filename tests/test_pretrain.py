@@ -8,7 +8,7 @@ import torch
 
 from slotmatch.data.dataset import DatasetError, open_dataset
 from slotmatch.models import build_model
-from slotmatch.models.encoder import CNNEncoder
+from slotmatch.models.encoder import CNNEncoder, position_grid
 from slotmatch.pretrain import PretextModel, pretrain_encoder
 
 ENC = {"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4}
@@ -78,3 +78,46 @@ def test_missing_cnn_weights_say_how_to_make_them(tmp_path):
 
     with pytest.raises(WeightsNotFoundError, match="slotmatch pretrain"):
         CNNEncoder(channels=8, num_layers=2, patch_size=4, weights=str(tmp_path / "none.safetensors"))
+
+
+def test_the_readout_gives_the_pretext_heads_predictions_of_the_chosen_parts(flow_dataset, tmp_path):
+    out = str(tmp_path / "pt")
+    path = pretrain_encoder(flow_dataset, out, ENC, progress=False, steps=3, batch_size=4, size=32, num_workers=0,
+                            targets="pixels_raw+relief")
+    state = torch.load(os.path.join(out, "pretrain-state.pt"), weights_only=True)
+    pretext = PretextModel(ENC, "pixels_raw+relief")
+    pretext.load_state_dict({k: v.half().float() for k, v in state["model"].items()})  # the file is fp16
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        pred = pretext.head(pretext.encoder(images))  # (2, 64, 48 colours + 16 relief)
+    cfg = {k: v for k, v in ENC.items() if k != "name"}
+    relief = CNNEncoder(**cfg, weights=path, frozen=True, readout="relief")
+    assert relief.feature_dim == 16 and torch.allclose(relief(images), pred[..., 48:], atol=1e-5)
+    both = CNNEncoder(**cfg, weights=path, frozen=True, readout="relief+pixels_raw+position")
+    got = both(images)
+    assert both.feature_dim == 16 + 48 + 4 == got.shape[-1]
+    assert torch.allclose(got[..., :16], pred[..., 48:], atol=1e-5)
+    assert torch.allclose(got[..., 16:64], pred[..., :48], atol=1e-5)
+    assert torch.equal(got[1, :, 64:], position_grid(8, 8))
+    # without a readout the same file gives the CNN's features; the head is part of a readout model's weights
+    assert CNNEncoder(**cfg, weights=path).feature_dim == 8
+    model = build_model({"encoder": {**ENC, "weights": path, "frozen": True, "readout": "relief"}, "img_size": 32,
+                         "num_slots": 3, "slot_dim": 8, "decoder_hidden": [16], "target": "features"})
+    assert model(torch.rand(1, 2, 3, 32, 32))["target"].shape == (1, 2, 64, 16)
+    assert any(k.startswith("encoder.readout.") for k in model.state_dict())
+
+
+def test_a_readout_names_what_is_wrong(flow_dataset, tmp_path):
+    path = pretrain_encoder(flow_dataset, str(tmp_path / "pt"), ENC, progress=False, steps=1, batch_size=2, size=32,
+                            num_workers=0, targets="relief")
+    cfg = {k: v for k, v in ENC.items() if k != "name"}
+    with pytest.raises(ValueError, match="pretrained on 'relief'"):
+        CNNEncoder(**cfg, weights=path, readout="surface")
+    with pytest.raises(ValueError, match="give the encoder's weights"):
+        CNNEncoder(**cfg, readout="relief")
+    from safetensors.torch import load_file, save_file
+
+    no_head = str(tmp_path / "old.safetensors")  # an encoder file written before the head was saved with it
+    save_file({k: v for k, v in load_file(path).items() if not k.startswith("readout.")}, no_head)
+    with pytest.raises(ValueError, match="old.safetensors has no pretext head.*--resume"):
+        CNNEncoder(**cfg, weights=no_head, readout="relief")

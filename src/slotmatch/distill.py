@@ -49,8 +49,6 @@ def student_config(cfg: dict) -> dict:
 class SlotMatchModule(SlotContrastModule):
     """Trains the student (`self.model`) against the frozen teacher (`self.teacher`)."""
 
-    uses_feature_cache = False  # the teacher needs the frames
-
     def __init__(self, cfg: dict, teacher_checkpoint: str, run_dir: str | None = None):
         cfg = merge(cfg, {"distill": {"teacher_checkpoint": teacher_checkpoint}})
         student_cfg = student_config(cfg)
@@ -66,6 +64,12 @@ class SlotMatchModule(SlotContrastModule):
                 raise CheckpointError(f"{teacher_checkpoint}: teacher has {key}={t}, the student {s}: "
                                       "SlotMatch compares slot k of one with slot k of the other")
         self.teacher = teacher.requires_grad_(False).eval()
+        self.teacher_model_cfg = teacher_cfg
+        # with train.feature_cache, both frozen encoders' features are cached (one pass over the data) and the
+        # training steps run neither encoder; not for a teacher that must see frames (the oracle diagnostic's
+        # masks; its own pixel target for feature KD)
+        self.uses_feature_cache = bool(teacher.encoder.frozen and not teacher.encoder.needs_segmentations and (
+            self.ds["feature_kd"] == 0 or teacher.target_type == "features"))
         if self.ds["copy_slot_init"]:
             with torch.no_grad():
                 self.model.initializer.slots.copy_(self.teacher.initializer.slots)
@@ -82,12 +86,12 @@ class SlotMatchModule(SlotContrastModule):
         return self
 
     def compute_losses(self, batch: dict) -> dict:
-        out = self.model(batch["video"], depth=batch.get("depth"), flow=batch.get("flow"),
-                         decoded_tokens=self.ts["decoded_tokens"])
+        out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"),
+                         flow=batch.get("flow"), decoded_tokens=self.ts["decoded_tokens"])
         needs_teacher = self.ds["beta"] > 0 or self.ds["feature_kd"] > 0 or self.ds["mask_kd"] > 0
         with torch.no_grad():
-            t_out = self.teacher(batch["video"], masks_only=self.ds["feature_kd"] == 0,
-                                 depth=batch.get("depth"), flow=batch.get("flow"),
+            t_out = self.teacher(batch.get("video"), features=batch.get("teacher_features"),
+                                 masks_only=self.ds["feature_kd"] == 0, depth=batch.get("depth"), flow=batch.get("flow"),
                                  segmentations=oracle_input(self.teacher, batch)) if needs_teacher else None
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"],

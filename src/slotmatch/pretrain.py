@@ -15,7 +15,8 @@ use. A linear head maps each token to the concatenated targets, so the frozen fe
 linearly, which slot attention's linear keys can use. Each part's squared error is divided by that
 part's target variance in the batch, so the parts weigh alike whatever their units.
 
-Output: `OUT/encoder.safetensors` (the CNN's weights in fp16, loaded by `encoder: {name: cnn, weights: ...}`) and
+Output: `OUT/encoder.safetensors` (the CNN's weights in fp16, loaded by `encoder: {name: cnn, weights: ...}`, and
+the pretext head, for `encoder: {readout: PARTS}`, whose tokens are the head's predictions) and
 `OUT/pretrain.json` (the encoder config, the pretext, the final losses). A state file every
 `checkpoint_every` steps lets a killed run continue with `resume=True`.
 """
@@ -44,7 +45,7 @@ class PretextModel(nn.Module):
 
     def __init__(self, encoder_cfg: dict, targets: str):
         super().__init__()
-        cfg = {k: v for k, v in encoder_cfg.items() if k not in ("name", "weights", "frozen")}
+        cfg = {k: v for k, v in encoder_cfg.items() if k not in ("name", "weights", "frozen", "readout")}
         self.encoder = CNNEncoder(**cfg)
         self.targets = targets
         self.sizes = [target_dim(p, self.encoder) for p in target_parts(targets)]
@@ -60,6 +61,11 @@ class PretextModel(nn.Module):
             part = ((p - t) ** 2).mean() / (t.var() + 1e-4)
             parts[name], total, start = float(part.detach()), total + part, start + size
         return total, parts
+
+
+def _architecture(encoder_cfg: dict) -> dict:
+    """What makes two encoder configs the same network to pretrain (not where its weights are or how it is read)."""
+    return {k: v for k, v in encoder_cfg.items() if k not in ("weights", "frozen", "readout")}
 
 
 def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = False, progress: bool = True,
@@ -92,7 +98,7 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     step = 0
     if resume and os.path.isfile(state_path):
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["encoder_cfg"] != dict(encoder_cfg) or state["targets"] != targets:
+        if _architecture(state["encoder_cfg"]) != _architecture(encoder_cfg) or state["targets"] != targets:
             raise ValueError(f"{state_path} was written for encoder {state['encoder_cfg']} and targets "
                              f"{state['targets']!r}, not {dict(encoder_cfg)} and {targets!r}")
         model.load_state_dict(state["model"])
@@ -131,9 +137,11 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     save_state()
     from safetensors.torch import save_file
 
-    # fp16 on disk, like the shipped checkpoints: under 1.5 MB for the 96-channel CNN; loaded into fp32
-    save_file({k: v.half().contiguous() for k, v in model.encoder.state_dict().items()}, weights_path)
-    info = {"encoder": {**{k: v for k, v in encoder_cfg.items() if k != "weights"}, "name": "cnn"},
+    # fp16 on disk, like the shipped checkpoints: under 1.5 MB for the 96-channel CNN; loaded into fp32. The pretext
+    # head goes beside it (keys readout.*, the pretext in the metadata), for `encoder: {readout: PARTS}`
+    tensors = {**model.encoder.state_dict(), **{f"readout.{k}": v for k, v in model.head.state_dict().items()}}
+    save_file({k: v.half().contiguous() for k, v in tensors.items()}, weights_path, metadata={"pretext": targets})
+    info = {"encoder": {**{k: v for k, v in encoder_cfg.items() if k not in ("weights", "readout")}, "name": "cnn"},
             "data": paths, "steps": step, "settings": s, "loss": running, "parts": parts,
             "parameters": sum(p.numel() for p in model.encoder.parameters())}
     with open(os.path.join(out, "pretrain.json"), "w") as f:

@@ -162,12 +162,16 @@ def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray
 
 
 # ---- data ----
-def make_loaders(cfg: dict, model=None, progress: bool = True,
-                 targets: list | None = None) -> tuple[DataLoader, DataLoader]:
+def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | None = None,
+                 teacher=None, teacher_cfg: dict | None = None,
+                 model_cfg: dict | None = None) -> tuple[DataLoader, DataLoader]:
     """Training clips (random windows) and whole validation videos, resized to the model's input.
 
     With `train.feature_cache: true` and a frozen encoder, training clips are cached encoder features
     (built on first use under `data.path/cache`), so the backbone never runs during training.
+    teacher (its model config teacher_cfg): distillation's frozen teacher, whose encoder's features are cached
+    too, and served with the same clips as "teacher_features"; model_cfg: the model's config, when not cfg["model"]
+    (the student's, in distillation).
     targets: the reconstruction targets to load inputs for (default: the config's model target)."""
     d = cfg["data"]
     size = d.get("size")
@@ -182,13 +186,17 @@ def make_loaders(cfg: dict, model=None, progress: bool = True,
         from slotmatch.data.feature_cache import CachedFeatureDataset, build_feature_cache, cache_path
 
         whole = open_dataset(d["path"], "train", size=size)
-        path = cache_path(d.get("cache_dir") or os.path.join(d["path"], "cache"), cfg["model"], whole, "train")
+        cache_dir = d.get("cache_dir") or os.path.join(d["path"], "cache")
         ts = train_settings(cfg)
         device = "cuda" if torch.cuda.is_available() and ts["accelerator"] in ("auto", "gpu", "cuda") else "cpu"
-        encoder_device = next(model.encoder.parameters()).device
-        build_feature_cache(model.encoder.to(device), whole, path, device=device, progress=progress)
-        model.encoder.to(encoder_device)
-        train = CachedFeatureDataset(path, clip_length=d.get("clip_length", 4), random_clip=True)
+        paths = []
+        for m, m_cfg in [(model, model_cfg or cfg["model"])] + ([(teacher, teacher_cfg)] if teacher is not None else []):
+            paths.append(cache_path(cache_dir, m_cfg, whole, "train"))
+            encoder_device = next(m.encoder.parameters()).device
+            build_feature_cache(m.encoder.to(device), whole, paths[-1], device=device, progress=progress)
+            m.encoder.to(encoder_device)
+        train = CachedFeatureDataset(paths[0], clip_length=d.get("clip_length", 4), random_clip=True,
+                                     teacher_path=paths[1] if teacher is not None else None)
     val = open_dataset(d["path"], "validation", clip_length=d.get("val_clip_length"), size=size)
     n_val = train_settings(cfg).get("num_val_videos")
     if n_val is not None and n_val < len(val):
@@ -268,8 +276,10 @@ def fit(module: L.LightningModule, cfg: dict, run_dir: str, resume: bool = False
     ckpt_path = prepare_run(cfg, run_dir, resume, model_cfg)
     quiet_lightning()
     L.seed_everything(train_settings(cfg)["seed"], workers=True, verbose=False)
+    teacher = getattr(module, "teacher", None) if module.uses_feature_cache else None
     train_loader, val_loader = make_loaders(cfg, module.model if module.uses_feature_cache else None, progress,
-                                            targets=module.data_targets())
+                                            targets=module.data_targets(), teacher=teacher,
+                                            teacher_cfg=getattr(module, "teacher_model_cfg", None), model_cfg=model_cfg)
     trainer = make_trainer(cfg, run_dir, progress)
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     last = os.path.join(run_dir, "checkpoints", "last.ckpt")

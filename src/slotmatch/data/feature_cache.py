@@ -65,16 +65,27 @@ def build_feature_cache(encoder: torch.nn.Module, dataset, path: str, batch_size
 
 
 class CachedFeatureDataset(Dataset):
-    """Random (or first) clips of cached features: samples {"features": (T, N, D) float32, "key"}."""
+    """Random (or first) clips of cached features: samples {"features": (T, N, D) float32, "key"}.
 
-    def __init__(self, path: str, clip_length: int | None = None, random_clip: bool = False):
+    teacher_path: a second cache of the same videos (the distillation teacher's encoder): the sample then also
+    has "teacher_features", the same clip of it."""
+
+    def __init__(self, path: str, clip_length: int | None = None, random_clip: bool = False,
+                 teacher_path: str | None = None):
         self.path, self.clip_length, self.random_clip = path, clip_length, random_clip
         self.features = np.load(path, mmap_mode="r")  # (V, T, N, D)
+        self.teacher = None if teacher_path is None else np.load(teacher_path, mmap_mode="r")
+        if self.teacher is not None and self.teacher.shape[:2] != self.features.shape[:2]:
+            raise ValueError(f"{teacher_path} holds {self.teacher.shape[:2]} (videos, frames), {path} "
+                             f"{self.features.shape[:2]}: not the same videos")
 
     def __len__(self) -> int:
         return self.features.shape[0]
 
     def __getitem__(self, index: int) -> dict:
         clip = select_clip(self.features.shape[1], self.clip_length, self.random_clip)
-        return {"features": torch.from_numpy(np.asarray(self.features[index, clip], dtype=np.float32)),
-                "key": str(index)}
+        sample = {"features": torch.from_numpy(np.asarray(self.features[index, clip], dtype=np.float32)),
+                  "key": str(index)}
+        if self.teacher is not None:
+            sample["teacher_features"] = torch.from_numpy(np.asarray(self.teacher[index, clip], dtype=np.float32))
+        return sample

@@ -489,12 +489,16 @@ class CNNEncoder(Encoder):
     features of the layer at stride patch_size to them, upsampled: a finer token grid at little cost.
     `weights` loads a pretrained one (`slotmatch pretrain`), usually with `frozen=True`: the offline
     stand-in for the paper's frozen DINOv2.
-    (B, 3, H, W) in [0, 1] -> (B, (H/p)*(W/p), channels).
+    `readout` ("+"-joined parts of the pretext, e.g. "surface+relief", optionally "+position"): the tokens are
+    the pretrained linear head's predictions of those pretext parts (the file must hold the head, as
+    `slotmatch pretrain` writes it), plus the patch's (y, x, 1 - y, 1 - x) for "position", instead of the
+    CNN's features: the few directions of the feature space that carry what the pretext taught.
+    (B, 3, H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
     """
 
     def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
                  kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None,
-                 deep_patch_size: Optional[int] = None):
+                 deep_patch_size: Optional[int] = None, readout: Optional[str] = None):
         super().__init__()
         deep = deep_patch_size or patch_size
         n_out, n_down = int(round(math.log2(patch_size))), int(round(math.log2(deep)))
@@ -517,6 +521,9 @@ class CNNEncoder(Encoder):
         self.feature_dim = channels
         self.patch_size = patch_size
         self.frozen = frozen
+        self.readout_parts, self.readout = None, None
+        if readout and not weights:
+            raise ValueError(f"encoder readout {readout!r} reads a pretrained pretext head: give the encoder's weights")
         if weights:  # `slotmatch pretrain`'s encoder.safetensors
             if not os.path.isfile(weights):
                 raise WeightsNotFoundError(
@@ -524,6 +531,7 @@ class CNNEncoder(Encoder):
                     f"`slotmatch pretrain --config CONFIG --out FOLDER` (add --student for the student's encoder); "
                     f"see README.md, 'Frozen pretrained encoders'")
             sd = load_state_dict_file(weights)
+            head = {k[len("readout."):]: sd.pop(k) for k in list(sd) if k.startswith("readout.")}
             try:
                 self.load_state_dict(sd)
             except RuntimeError as e:
@@ -531,8 +539,31 @@ class CNNEncoder(Encoder):
                 raise ValueError(f"{weights} does not fit a CNN encoder with channels={channels}, "
                                  f"num_layers={num_layers}, patch_size={patch_size}, kernel_size={kernel_size} "
                                  f"(the file holds {shapes}): {str(e).splitlines()[0]}") from None
+            if readout:
+                self._build_readout(readout, weights, head)
         if frozen:
             self.requires_grad_(False)
+
+    def _build_readout(self, readout: str, weights: str, head: dict) -> None:
+        """The pretext head stored in `weights` (keys readout.weight/bias, the pretext named in the file's
+        metadata), keeping the parts named in `readout`."""
+        pretext = _safetensors_metadata(weights).get("pretext")
+        if not head or not pretext:
+            raise ValueError(f"{weights} has no pretext head, which encoder readout {readout!r} needs: re-export it "
+                             f"with `slotmatch pretrain ... --resume` from its pretrain folder (the head is written "
+                             f"beside the CNN since session 5)")
+        have, want = target_parts(pretext), readout.split("+")
+        missing = [p for p in want if p != "position" and p not in have]
+        if missing or len(set(want)) != len(want):
+            raise ValueError(f"encoder readout {readout!r}: {weights} was pretrained on {pretext!r}; choose among "
+                             f"its parts (and 'position'), each once")
+        sizes = [target_dim(p, self) for p in have]
+        starts = [sum(sizes[:i]) for i in range(len(have))]
+        self.readout_parts = [(starts[have.index(p)], sizes[have.index(p)]) for p in want if p != "position"]
+        self.readout_position = "position" in want
+        self.readout = nn.Linear(self.feature_dim, sum(sizes))
+        self.readout.load_state_dict(head)
+        self.feature_dim = sum(n for _, n in self.readout_parts) + 4 * self.readout_position
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, H, W) in [0, 1] -> (B, N, C)."""
@@ -548,7 +579,25 @@ class CNNEncoder(Encoder):
             x = self.lateral(fine) + F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         x = x[:, :, : H // p, : W // p]  # (B, C, h, w)
         h, w = x.shape[-2:]
-        return x.flatten(2).transpose(1, 2) + self.pos(position_grid(h, w, x.device, x.dtype))  # (B, N, C)
+        grid = position_grid(h, w, x.device, x.dtype)
+        x = x.flatten(2).transpose(1, 2) + self.pos(grid)  # (B, N, C)
+        if self.readout is None:
+            return x
+        pred = self.readout(x)
+        out = [pred[..., start:start + n] for start, n in self.readout_parts]
+        if self.readout_position:
+            out.append(grid.expand(B, -1, -1))
+        return torch.cat(out, -1)
+
+
+def _safetensors_metadata(path: str) -> dict:
+    """The string metadata of a .safetensors file ({} for other files)."""
+    if not str(path).endswith(".safetensors"):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
 
 
 # ----------------------------------------------------------------------------------------------
