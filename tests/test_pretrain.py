@@ -121,3 +121,25 @@ def test_a_readout_names_what_is_wrong(flow_dataset, tmp_path):
     save_file({k: v for k, v in load_file(path).items() if not k.startswith("readout.")}, no_head)
     with pytest.raises(ValueError, match="old.safetensors has no pretext head.*--resume"):
         CNNEncoder(**cfg, weights=no_head, readout="relief")
+
+
+def test_a_readout_model_loads_from_its_export_without_the_encoder_file(flow_dataset, tiny_dataset, tmp_path):
+    from conftest import tiny_config
+    from slotmatch.checkpoint import CheckpointError, export_safetensors, load_model
+    from slotmatch.train import train
+
+    path = pretrain_encoder(flow_dataset, str(tmp_path / "pt"), ENC, progress=False, steps=1, batch_size=2, size=32,
+                            num_workers=0, targets="pixels_raw+relief")
+    cfg = tiny_config(tiny_dataset, max_steps=1, val_every=1)
+    cfg["model"]["encoder"] = {**ENC, "weights": path, "frozen": True, "readout": "pixels_raw"}
+    cfg["model"]["target"] = "features"
+    last = train(cfg, str(tmp_path / "run"), progress=False)
+    model, _ = load_model(last)
+    export = export_safetensors(last, str(tmp_path / "model.safetensors"))
+    os.remove(path)
+    with pytest.raises(CheckpointError, match="run/checkpoints/last.ckpt: its encoder is read through the pretext head"):
+        load_model(last)
+    again, _ = load_model(export)  # the export names the head's layout
+    video = torch.rand(1, 2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(again(video, masks_only=True)["masks"], model(video, masks_only=True)["masks"], atol=1e-2)

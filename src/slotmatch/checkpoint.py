@@ -66,6 +66,7 @@ def build_model_for_state(model_cfg: dict, state: dict, path: str):
     model_cfg = copy.deepcopy(model_cfg)
     has_encoder = any(k.startswith("encoder.") for k in state)
     if has_encoder and isinstance(model_cfg.get("encoder"), dict) and "weights" in model_cfg["encoder"]:
+        model_cfg["encoder"] = self_contained_encoder(model_cfg["encoder"], path)
         model_cfg["encoder"]["weights"] = None  # the checkpoint carries them: no file or hub needed
     model = build_model(model_cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -76,6 +77,22 @@ def build_model_for_state(model_cfg: dict, state: dict, path: str):
         raise CheckpointError(f"{path}: weights do not fit the model of its config "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model
+
+
+def self_contained_encoder(encoder_cfg: dict, path: str) -> dict:
+    """The encoder config with what its weights file adds to it written in: a readout encoder's pretext (the layout of
+    its head), read from the file's metadata, so the model can be built from a checkpoint alone."""
+    enc = dict(encoder_cfg)
+    if enc.get("readout") and not enc.get("pretext"):
+        from slotmatch.models.encoder import safetensors_metadata
+
+        weights = enc.get("weights")
+        if not weights or not os.path.isfile(str(weights)):
+            raise CheckpointError(f"{path}: its encoder is read through the pretext head of {weights}, which is not on "
+                                  f"this machine and names the head's layout; export the model with `slotmatch export` "
+                                  f"where it is (exports carry it), or copy the file")
+        enc["pretext"] = safetensors_metadata(weights).get("pretext")
+    return enc
 
 
 def _read_safetensors(path: str) -> tuple[dict, dict]:
@@ -100,6 +117,8 @@ def export_safetensors(path: str, out: str, dtype: torch.dtype = torch.float16, 
     from safetensors.torch import save_file
 
     model_cfg = read_checkpoint(path)["hyper_parameters"]["model_cfg"]
+    if isinstance(model_cfg.get("encoder"), dict):
+        model_cfg = {**model_cfg, "encoder": self_contained_encoder(model_cfg["encoder"], path)}
     model, _ = load_model(path)
     state = {k: v.to(dtype).contiguous() for k, v in model.state_dict().items()
              if include_encoder or not k.startswith("encoder.")}

@@ -492,13 +492,15 @@ class CNNEncoder(Encoder):
     `readout` ("+"-joined parts of the pretext, e.g. "surface+relief", optionally "+position"): the tokens are
     the pretrained linear head's predictions of those pretext parts (the file must hold the head, as
     `slotmatch pretrain` writes it), plus the patch's (y, x, 1 - y, 1 - x) for "position", instead of the
-    CNN's features: the few directions of the feature space that carry what the pretext taught.
+    CNN's features: the few directions of the feature space that carry what the pretext taught. `pretext` (what the
+    head predicts, read from the file's metadata when `weights` is given) lets a readout encoder be built without its
+    file, for a checkpoint that holds its weights.
     (B, 3, H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
     """
 
     def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
                  kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None,
-                 deep_patch_size: Optional[int] = None, readout: Optional[str] = None):
+                 deep_patch_size: Optional[int] = None, readout: Optional[str] = None, pretext: Optional[str] = None):
         super().__init__()
         deep = deep_patch_size or patch_size
         n_out, n_down = int(round(math.log2(patch_size))), int(round(math.log2(deep)))
@@ -523,7 +525,9 @@ class CNNEncoder(Encoder):
         self.frozen = frozen
         self.readout_parts, self.readout = None, None
         if readout and not weights:
-            raise ValueError(f"encoder readout {readout!r} reads a pretrained pretext head: give the encoder's weights")
+            if not pretext:
+                raise ValueError(f"encoder readout {readout!r} reads a pretrained pretext head: give the encoder's weights")
+            self._build_readout(readout, pretext, "the config")  # its weights come from a checkpoint
         if weights:  # `slotmatch pretrain`'s encoder.safetensors
             if not os.path.isfile(weights):
                 raise WeightsNotFoundError(
@@ -540,29 +544,30 @@ class CNNEncoder(Encoder):
                                  f"num_layers={num_layers}, patch_size={patch_size}, kernel_size={kernel_size} "
                                  f"(the file holds {shapes}): {str(e).splitlines()[0]}") from None
             if readout:
-                self._build_readout(readout, weights, head)
+                stored = safetensors_metadata(weights).get("pretext")
+                if not head or not stored:
+                    raise ValueError(f"{weights} has no pretext head, which encoder readout {readout!r} needs: "
+                                     f"re-export it with `slotmatch pretrain ... --resume` from its pretrain folder "
+                                     f"(the head is written beside the CNN since session 5)")
+                if pretext and pretext != stored:
+                    raise ValueError(f"{weights} was pretrained on {stored!r}, not {pretext!r} (encoder.pretext)")
+                self._build_readout(readout, stored, weights)
+                self.readout.load_state_dict(head)
         if frozen:
             self.requires_grad_(False)
 
-    def _build_readout(self, readout: str, weights: str, head: dict) -> None:
-        """The pretext head stored in `weights` (keys readout.weight/bias, the pretext named in the file's
-        metadata), keeping the parts named in `readout`."""
-        pretext = _safetensors_metadata(weights).get("pretext")
-        if not head or not pretext:
-            raise ValueError(f"{weights} has no pretext head, which encoder readout {readout!r} needs: re-export it "
-                             f"with `slotmatch pretrain ... --resume` from its pretrain folder (the head is written "
-                             f"beside the CNN since session 5)")
+    def _build_readout(self, readout: str, pretext: str, source: str) -> None:
+        """A linear head from the features to the `pretext` parts, keeping the parts named in `readout`."""
         have, want = target_parts(pretext), readout.split("+")
         missing = [p for p in want if p != "position" and p not in have]
         if missing or len(set(want)) != len(want):
-            raise ValueError(f"encoder readout {readout!r}: {weights} was pretrained on {pretext!r}; choose among "
+            raise ValueError(f"encoder readout {readout!r}: {source} was pretrained on {pretext!r}; choose among "
                              f"its parts (and 'position'), each once")
         sizes = [target_dim(p, self) for p in have]
         starts = [sum(sizes[:i]) for i in range(len(have))]
         self.readout_parts = [(starts[have.index(p)], sizes[have.index(p)]) for p in want if p != "position"]
         self.readout_position = "position" in want
         self.readout = nn.Linear(self.feature_dim, sum(sizes))
-        self.readout.load_state_dict(head)
         self.feature_dim = sum(n for _, n in self.readout_parts) + 4 * self.readout_position
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -590,7 +595,7 @@ class CNNEncoder(Encoder):
         return torch.cat(out, -1)
 
 
-def _safetensors_metadata(path: str) -> dict:
+def safetensors_metadata(path: str) -> dict:
     """The string metadata of a .safetensors file ({} for other files)."""
     if not str(path).endswith(".safetensors"):
         return {}
