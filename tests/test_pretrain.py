@@ -143,3 +143,18 @@ def test_a_readout_model_loads_from_its_export_without_the_encoder_file(flow_dat
     video = torch.rand(1, 2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(again(video, masks_only=True)["masks"], model(video, masks_only=True)["masks"], atol=1e-2)
+
+
+def test_standardize_gives_each_channel_zero_mean_unit_variance_per_frame(flow_dataset, tmp_path):
+    path = pretrain_encoder(flow_dataset, str(tmp_path / "pt"), ENC, progress=False, steps=1, batch_size=2, size=32,
+                            num_workers=0, targets="relief")
+    cfg = {k: v for k, v in ENC.items() if k != "name"}
+    raw = CNNEncoder(**cfg, weights=path, readout="relief")
+    std = CNNEncoder(**cfg, weights=path, readout="relief", standardize=True)
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        x, y = raw(images), std(images)
+    assert torch.allclose(y.mean(1), torch.zeros(3, 16), atol=1e-5)
+    assert torch.allclose(y.std(1), torch.ones(3, 16), atol=1e-3)
+    # an affine map of each channel per frame: the order of the tokens along each channel is kept
+    assert torch.equal(x.argsort(1), y.argsort(1))

@@ -495,12 +495,16 @@ class CNNEncoder(Encoder):
     CNN's features: the few directions of the feature space that carry what the pretext taught. `pretext` (what the
     head predicts, read from the file's metadata when `weights` is given) lets a readout encoder be built without its
     file, for a checkpoint that holds its weights.
+    `standardize`: each output channel is standardised over the frame's tokens (zero mean, unit variance per frame,
+    no parameters): every channel then weighs alike in the reconstruction loss, as in k-means on standardised
+    features; without it the loss follows the channels' raw scales (docs/RESULTS.md, "Standardised readout").
     (B, 3, H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
     """
 
     def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
                  kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None,
-                 deep_patch_size: Optional[int] = None, readout: Optional[str] = None, pretext: Optional[str] = None):
+                 deep_patch_size: Optional[int] = None, readout: Optional[str] = None, pretext: Optional[str] = None,
+                 standardize: bool = False):
         super().__init__()
         deep = deep_patch_size or patch_size
         n_out, n_down = int(round(math.log2(patch_size))), int(round(math.log2(deep)))
@@ -523,6 +527,7 @@ class CNNEncoder(Encoder):
         self.feature_dim = channels
         self.patch_size = patch_size
         self.frozen = frozen
+        self.standardize = standardize
         self.readout_parts, self.readout = None, None
         if readout and not weights:
             if not pretext:
@@ -586,13 +591,15 @@ class CNNEncoder(Encoder):
         h, w = x.shape[-2:]
         grid = position_grid(h, w, x.device, x.dtype)
         x = x.flatten(2).transpose(1, 2) + self.pos(grid)  # (B, N, C)
-        if self.readout is None:
-            return x
-        pred = self.readout(x)
-        out = [pred[..., start:start + n] for start, n in self.readout_parts]
-        if self.readout_position:
-            out.append(grid.expand(B, -1, -1))
-        return torch.cat(out, -1)
+        if self.readout is not None:
+            pred = self.readout(x)
+            out = [pred[..., start:start + n] for start, n in self.readout_parts]
+            if self.readout_position:
+                out.append(grid.expand(B, -1, -1))
+            x = torch.cat(out, -1)
+        if self.standardize:
+            x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-5)
+        return x
 
 
 def safetensors_metadata(path: str) -> dict:
