@@ -1,7 +1,7 @@
 """Do an encoder's features separate objects? k-means on them, beside k-means on colour.
 
 Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
-       [--target NAME ...] [--readout PARTS]
+       [--target NAME ...] [--readout PARTS] [--scale video|frame|none]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
 --target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
 (e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
@@ -29,23 +29,26 @@ from slotmatch.references import kmeans, reference_ids
 from slotmatch.train import video_scores
 
 
-def load_encoder(spec: str, readout: str | None = None) -> CNNEncoder:
+def load_encoder(spec: str, readout: str | None = None, standardize: bool = False) -> CNNEncoder:
     """A `slotmatch pretrain` folder or its encoder.safetensors -> the frozen CNN (read through its head: readout)."""
     folder = spec if os.path.isdir(spec) else os.path.dirname(spec)
     weights = os.path.join(spec, "encoder.safetensors") if os.path.isdir(spec) else spec
     cfg = json.load(open(os.path.join(folder, "pretrain.json")))["encoder"]
     cfg = {k: v for k, v in cfg.items() if k not in ("name", "weights", "frozen")}  # pretrain.json may name them
-    return CNNEncoder(**cfg, weights=weights, frozen=True, readout=readout).eval()
+    return CNNEncoder(**cfg, weights=weights, frozen=True, readout=readout, standardize=standardize).eval()
 
 
 @torch.no_grad()
-def feature_ids(encoder: torch.nn.Module, video: torch.Tensor, k: int, size: int) -> torch.Tensor:
-    """video (T, 3, H, W) -> ids (T, size, size) of k-means on the standardised features of all its tokens."""
+def feature_ids(encoder: torch.nn.Module, video: torch.Tensor, k: int, size: int, scale: str = "video") -> torch.Tensor:
+    """video (T, 3, H, W) -> ids (T, size, size) of k-means on the features of all its tokens, each channel
+    standardised over the video (scale "video"), over each frame (the encoder's `standardize`; "frame"), or
+    as they are ("none")."""
     T, _, H, W = video.shape
     feats = encoder(video)  # (T, N, D)
     h, w = H // encoder.patch_size, W // encoder.patch_size
     x = feats.reshape(1, T * h * w, -1)
-    x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
+    if scale == "video":
+        x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
     ids = kmeans(x, k, seed=0).reshape(T, 1, h, w).float()
     return F.interpolate(ids, size=(size, size), mode="nearest").reshape(T, size, size).long()
 
@@ -76,6 +79,8 @@ def main() -> None:
     ap.add_argument("encoders", nargs="*")
     ap.add_argument("--target", action="append", default=[], help="k-means on this target (repeatable)")
     ap.add_argument("--readout", default=None, help="k-means on each encoder's pretext predictions of these parts")
+    ap.add_argument("--scale", choices=("video", "frame", "none"), default="video",
+                    help="standardise each feature channel over the video (default), each frame, or not at all")
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
@@ -91,9 +96,11 @@ def main() -> None:
     for ref in ("grid", "kmeans-colour"):
         rows[f"reference: {ref}"] = video_scores(reference_ids(ref, video, a.segments), true)
     for spec in a.encoders:
-        enc = load_encoder(spec, a.readout)
-        pred = torch.stack([feature_ids(enc, s["video"], a.segments, a.size) for s in samples])
-        rows[f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout})")] = video_scores(pred, true)
+        enc = load_encoder(spec, a.readout, standardize=a.scale == "frame")
+        pred = torch.stack([feature_ids(enc, s["video"], a.segments, a.size, a.scale) for s in samples])
+        name = f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout})")
+        rows[name + {"video": "", "frame": ", standardised per frame", "none": ", not standardised"}[a.scale]] = \
+            video_scores(pred, true)
     for target in a.target:
         pred = torch.stack([target_ids(s, target, a.segments) for s in samples])
         rows[f"k-means on the target {target}"] = video_scores(pred, true)
