@@ -36,6 +36,8 @@ from slotmatch.models.encoder import (CNNEncoder, make_target, target_dim, targe
                                       target_parts)
 from slotmatch.models.slotcontrast import flatten_frames
 
+# encoder settings that say where the weights are and how the trained CNN is read, not what network is pretrained
+READ_KEYS = ("weights", "frozen", "readout", "pretext", "standardize")
 PRETRAIN_DEFAULTS = dict(targets="pixels_raw+relief+flow", steps=4000, batch_size=32, lr=2e-3, size=64,
                          max_minutes=None, checkpoint_every=500, seed=0, num_workers=1)
 
@@ -45,7 +47,7 @@ class PretextModel(nn.Module):
 
     def __init__(self, encoder_cfg: dict, targets: str):
         super().__init__()
-        cfg = {k: v for k, v in encoder_cfg.items() if k not in ("name", "weights", "frozen", "readout")}
+        cfg = {k: v for k, v in encoder_cfg.items() if k not in READ_KEYS + ("name",)}
         self.encoder = CNNEncoder(**cfg)
         self.targets = targets
         self.sizes = [target_dim(p, self.encoder) for p in target_parts(targets)]
@@ -65,7 +67,7 @@ class PretextModel(nn.Module):
 
 def _architecture(encoder_cfg: dict) -> dict:
     """What makes two encoder configs the same network to pretrain (not where its weights are or how it is read)."""
-    return {k: v for k, v in encoder_cfg.items() if k not in ("weights", "frozen", "readout")}
+    return {k: v for k, v in encoder_cfg.items() if k not in READ_KEYS}
 
 
 def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = False, progress: bool = True,
@@ -141,7 +143,7 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     # head goes beside it (keys readout.*, the pretext in the metadata), for `encoder: {readout: PARTS}`
     tensors = {**model.encoder.state_dict(), **{f"readout.{k}": v for k, v in model.head.state_dict().items()}}
     save_file({k: v.half().contiguous() for k, v in tensors.items()}, weights_path, metadata={"pretext": targets})
-    info = {"encoder": {**{k: v for k, v in encoder_cfg.items() if k not in ("weights", "readout")}, "name": "cnn"},
+    info = {"encoder": {**{k: v for k, v in encoder_cfg.items() if k not in READ_KEYS}, "name": "cnn"},
             "data": paths, "steps": step, "settings": s, "loss": running, "parts": parts,
             "parameters": sum(p.numel() for p in model.encoder.parameters())}
     with open(os.path.join(out, "pretrain.json"), "w") as f:
