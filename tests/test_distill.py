@@ -231,8 +231,14 @@ def test_with_the_feature_cache_neither_encoder_runs_and_the_kd_is_the_same(tiny
     clip = {"video": videos[key]["video"][None, start:start + 2]}
     with torch.no_grad():
         from_frames = m.compute_losses(clip)
+
+        def no_encoder(*args, **kwargs):
+            raise AssertionError("an encoder ran on a cached batch")
+
+        m.model.encoder.forward = m.teacher.encoder.forward = no_encoder
         from_cache = m.compute_losses({k: batch[k][:1] for k in ("features", "teacher_features")})
     assert float(from_cache["kd"]) == pytest.approx(float(from_frames["kd"]), abs=1e-2)
+    del m.model.encoder.forward, m.teacher.encoder.forward
     last = distill(cfg, teacher, str(tmp_path / "student"), progress=False)
     assert read_checkpoint(last)["global_step"] == 2
 
