@@ -5,10 +5,12 @@ Usage: python benchmarks/bench_feature_cache.py [--config movi_c] [--img-size 22
        [--distill]
 --distill: a SlotMatch step instead (the student's training step plus the frozen teacher's forward), from frames
 (both encoders run) vs from both models' cached features (`train.feature_cache` in `slotmatch distill`).
-Random weights (no download): the cost of a frozen encoder's forward does not depend on its weights.
+The config's encoder weights when their file is on this machine (the offline presets' shipped encoders), else random
+weights (no download): the cost of a frozen encoder's forward does not depend on its weights.
 """
 
 import argparse
+import os
 import statistics
 import time
 
@@ -44,7 +46,10 @@ def distill_step(student, teacher, opt, video=None, features=None, teacher_featu
 
 
 def no_weights(model_cfg: dict, img_size: int) -> dict:
-    enc = {k: v for k, v in model_cfg["encoder"].items() if k not in ("weights", "readout")}
+    """The model config at img_size; random weights unless the config's encoder file is on this machine."""
+    enc = dict(model_cfg["encoder"])
+    if not (enc.get("weights") and os.path.isfile(str(enc["weights"]))):
+        enc = {k: v for k, v in enc.items() if k not in ("weights", "readout", "standardize")}
     return dict(model_cfg, encoder=dict(enc, img_size=img_size), img_size=img_size)
 
 
