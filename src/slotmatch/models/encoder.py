@@ -497,7 +497,7 @@ class CNNEncoder(Encoder):
     file, for a checkpoint that holds its weights.
     `standardize`: each output channel is standardised over the frame's tokens (zero mean, unit variance per frame,
     no parameters): every channel then weighs alike in the reconstruction loss, as in k-means on standardised
-    features; without it the loss follows the channels' raw scales (docs/RESULTS.md, "Standardised readout").
+    features; without it the loss follows the channels' raw scales (docs/RESULTS.md, "Reading the frozen encoder through its pretext head").
     (B, 3, H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
     """
 
