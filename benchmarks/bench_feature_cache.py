@@ -73,14 +73,19 @@ def main() -> None:
     video = torch.rand(a.batch, a.frames, 3, a.img_size, a.img_size)
     with torch.no_grad():
         features = model.encode(video, with_target=False)["features"]  # what the cache would hold
-    step(model, opt, video=video), step(model, opt, features=features)  # warm-up
+    compare(lambda: step(model, opt, video=video), lambda: step(model, opt, features=features), a.steps,
+            f"{a.config} encoder {cfg['encoder']['name']} at {a.img_size}px, batch {a.batch}x{a.frames}")
+
+
+def compare(from_frames, from_cache, steps: int, label: str) -> None:
+    """Time two step functions in alternation (after one warm-up each) and print the medians and their ratio."""
+    from_frames(), from_cache()
     frames_t, cache_t = [], []
-    for _ in range(a.steps):
-        frames_t.append(step(model, opt, video=video))
-        cache_t.append(step(model, opt, features=features))
+    for _ in range(steps):
+        frames_t.append(from_frames())
+        cache_t.append(from_cache())
     f, c = statistics.median(frames_t), statistics.median(cache_t)
-    print(f"| {a.config} encoder {cfg['encoder']['name']} at {a.img_size}px, batch {a.batch}x{a.frames} | "
-          f"step from frames {f * 1000:.0f} ms | step from cache {c * 1000:.0f} ms | speed-up {f / c:.2f}x |")
+    print(f"| {label} | step from frames {f * 1000:.0f} ms | step from cache {c * 1000:.0f} ms | speed-up {f / c:.2f}x |")
 
 
 def bench_distill(a, teacher, student, decoded_tokens=None) -> None:
@@ -92,15 +97,9 @@ def bench_distill(a, teacher, student, decoded_tokens=None) -> None:
         s_feat = student.encode(video, with_target=False)["features"]
         t_feat = teacher.encode(video, with_target=False)["features"]
     kw = {"decoded_tokens": decoded_tokens}
-    distill_step(student, teacher, opt, video=video, **kw)  # warm-up
-    distill_step(student, teacher, opt, features=s_feat, teacher_features=t_feat, **kw)
-    frames_t, cache_t = [], []
-    for _ in range(a.steps):
-        frames_t.append(distill_step(student, teacher, opt, video=video, **kw))
-        cache_t.append(distill_step(student, teacher, opt, features=s_feat, teacher_features=t_feat, **kw))
-    f, c = statistics.median(frames_t), statistics.median(cache_t)
-    print(f"| SlotMatch step, {a.config}, at {a.img_size}px, batch {a.batch}x{a.frames} | "
-          f"step from frames {f * 1000:.0f} ms | step from cache {c * 1000:.0f} ms | speed-up {f / c:.2f}x |")
+    compare(lambda: distill_step(student, teacher, opt, video=video, **kw),
+            lambda: distill_step(student, teacher, opt, features=s_feat, teacher_features=t_feat, **kw), a.steps,
+            f"SlotMatch step, {a.config}, at {a.img_size}px, batch {a.batch}x{a.frames}")
 
 
 if __name__ == "__main__":

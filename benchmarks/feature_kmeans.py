@@ -101,6 +101,12 @@ def main() -> None:
         name = f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout})")
         rows[name + {"video": "", "frame": ", standardised per frame", "none": ", not standardised"}[a.scale]] = \
             video_scores(pred, true)
+        if enc.readout is not None:  # how much each readout part varies over the tokens, before any scaling
+            with torch.no_grad():
+                raw = load_encoder(spec, a.readout)
+                std = torch.cat([raw(s["video"]).flatten(0, 1) for s in samples]).std(0)
+            spreads = [f"{float(std[start:start + size].mean()):.3f}" for start, size in raw.readout_parts]
+            print(f"{spec}: standard deviation over tokens of each readout part ({a.readout}): {', '.join(spreads)}")
     for target in a.target:
         pred = torch.stack([target_ids(s, target, a.segments) for s in samples])
         rows[f"k-means on the target {target}"] = video_scores(pred, true)
