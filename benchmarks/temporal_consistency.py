@@ -15,7 +15,7 @@ are unchanged): --no-predictor carries each frame's slots to the next frame as t
 runs N slot-attention iterations on every frame after the first (the model's own number otherwise).
 
 Usage: python benchmarks/temporal_consistency.py CHECKPOINT DATA [--videos 25] [--masks decoder|attention]
-       [--no-predictor] [--sa-iters N]
+       [--no-predictor] [--sa-iters N] [--sa-iters-first N]
 """
 
 import argparse
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=5)
     ap.add_argument("--no-predictor", action="store_true", help="carry the slots unchanged to the next frame")
     ap.add_argument("--sa-iters", type=int, default=None, help="slot-attention iterations after the first frame")
+    ap.add_argument("--sa-iters-first", type=int, default=None, help="slot-attention iterations on the first frame")
     a = ap.parse_args()
     model, _ = load_model(a.checkpoint)
     variant = []
@@ -48,6 +49,9 @@ def main() -> None:
     if a.sa_iters is not None:
         model.cfg.sa_iters = a.sa_iters
         variant.append(f"{a.sa_iters} slot-attention iterations per later frame")
+    if a.sa_iters_first is not None:
+        model.cfg.sa_iters_first = a.sa_iters_first
+        variant.append(f"{a.sa_iters_first} slot-attention iterations on the first frame")
     ds = open_dataset(a.data, "validation")
     items = [ds[i] for i in range(min(a.videos, len(ds)))]
     video = torch.stack([x["video"] for x in items])

@@ -251,3 +251,25 @@ def test_an_oracle_teacher_is_never_fed_from_the_cache(tiny_dataset, tmp_path):
     teacher = train(tiny_config(tiny_dataset, max_steps=1, val_every=1) | {"model": cfg["model"]},
                     str(tmp_path / "teacher"), progress=False)
     assert not SlotMatchModule(cfg, teacher).uses_feature_cache
+
+
+def test_with_a_burn_in_each_model_carries_its_own_slots_into_the_clip(tiny_dataset, teacher_ckpt, monkeypatch):
+    from slotmatch import distill as distill_module
+    from slotmatch.train import split_burn_in
+
+    cfg = tiny_config(tiny_dataset, burn_in=2)
+    m = SlotMatchModule(cfg, teacher_ckpt)
+    monkeypatch.setattr(m, "draw_burn_in", lambda batch: split_burn_in(batch, 2, 2))  # the longest burn-in
+    seen = {}
+
+    def kd(student, teacher):
+        seen["student"], seen["teacher"] = student, teacher
+        return (student * 0).sum()
+
+    monkeypatch.setattr(distill_module.losses, "slot_distillation_loss", kd)
+    video = torch.rand(2, 4, 3, 32, 32)
+    m.compute_losses({"video": video})
+    with torch.no_grad():
+        assert torch.allclose(seen["teacher"], m.teacher(video)["slots"][:, 2:], atol=1e-5)
+        m.model.eval()
+        assert torch.allclose(seen["student"], m.model(video)["slots"][:, 2:], atol=1e-5)

@@ -87,7 +87,23 @@ def test_surface_colour_averages_within_a_surface_and_never_across_heights():
     assert surface_patch_target(image, depth, 2).shape == (1, 64, 12)
 
 
-@pytest.mark.parametrize("target,dim", [("relief", 16), ("relief+flow", 48), ("surface+relief", 64), ("pixels", 48), ("pixels_raw", 48), ("depth", 16), ("pixels_raw+depth", 64),
+def test_figure_colour_flattens_the_floor_and_keeps_the_objects_colour():
+    from slotmatch.models.encoder import figure_colour, figure_patch_target
+
+    depth = _plane_depth()[None]
+    depth[0, 4:11, 5:12] *= 0.6
+    obj = torch.zeros(16, 16, dtype=torch.bool)
+    obj[4:11, 5:12] = True
+    image = torch.zeros(1, 3, 16, 16)
+    image[0, 1] = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float()  # checked floor
+    image[0, :, obj] = torch.tensor([1.0, 0.0, 0.0])[:, None]
+    out = figure_colour(image, depth)
+    assert float(out[0][:, ~obj].abs().max()) < 1e-2  # the floor is one flat value: its checks are gone
+    assert torch.allclose(out[0, :, obj], torch.tensor([1.0, 0.0, 0.0, 1.0])[:, None], atol=1e-2)
+    assert figure_patch_target(image, depth, 2).shape == (1, 64, 16)
+
+
+@pytest.mark.parametrize("target,dim", [("relief", 16), ("relief+flow", 48), ("surface+relief", 64), ("figure", 64), ("pixels", 48), ("pixels_raw", 48), ("depth", 16), ("pixels_raw+depth", 64),
                                         ("disparity", 16), ("pixels_raw+disparity", 64)])
 def test_targets_shapes_and_depth_requirement(target, dim):
     model = build_model(dict(CFG, target=target))
@@ -95,7 +111,7 @@ def test_targets_shapes_and_depth_requirement(target, dim):
     flow = torch.randn(2, 2, 16, 16, 2) if "flow" in target else None
     out = model(video, depth=depth, flow=flow)
     assert out["target"].shape == (2, 2, 16, dim) and out["reconstruction"].shape == (2, 2, 16, dim)
-    if "depth" in target or "disparity" in target or "relief" in target or "surface" in target:
+    if "depth" in target or "disparity" in target or "relief" in target or "surface" in target or "figure" in target:
         with pytest.raises(ValueError, match="with-depth"):
             model(video, flow=flow)
 

@@ -118,3 +118,49 @@ def test_init_from_starts_from_a_checkpoints_weights(tiny_teacher_run, tiny_data
     ft_cfg["data"]["clip_length"] = 3
     tuned, _ = load_model(train(ft_cfg, run, progress=False))
     assert torch.allclose(tuned.initializer.slots, source.initializer.slots, atol=1e-6)
+
+
+def test_burn_in_splits_off_the_frames_before_the_clip():
+    from slotmatch.train import split_burn_in
+
+    batch = {"video": torch.arange(6).view(1, 6, 1, 1, 1).float(), "key": ["v0"]}
+    head, tail = split_burn_in(batch, 3, 2)
+    assert head["video"].flatten().tolist() == [0, 1, 2] and tail["video"].flatten().tolist() == [3, 4]
+    assert head["key"] == tail["key"] == ["v0"]
+    head, tail = split_burn_in(batch, 0, 2)
+    assert head["video"].shape[1] == 0 and tail["video"].flatten().tolist() == [0, 1]
+    with pytest.raises(ValueError, match="burn-in of 5"):
+        split_burn_in(batch, 5, 2)
+
+
+def test_a_clip_started_from_the_burn_in_slots_continues_the_rollout(tiny_dataset):
+    from slotmatch.models import build_model
+    from slotmatch.train import rollout_slots, split_burn_in
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(tiny_dataset)["model"]).eval()
+    video = torch.rand(2, 5, 3, 32, 32)
+    with torch.no_grad():
+        whole = model(video)["slots"]  # one pass over the 5 frames
+        head, tail = split_burn_in({"video": video}, 3, 2)
+        prev = rollout_slots(model, head)
+        clip = model(tail["video"], prev_slots=prev)["slots"]
+        fresh = model(tail["video"])["slots"]
+    assert torch.allclose(clip, whole[:, 3:], atol=1e-5)  # the clip continues the rollout ...
+    assert not torch.allclose(fresh, whole[:, 3:], atol=1e-3)  # ... where a fresh start would not
+    assert rollout_slots(model, split_burn_in({"video": video}, 0, 2)[0]) is None
+    model.train()
+    rollout_slots(model, head)
+    assert model.training  # the mode is restored
+
+
+def test_training_with_a_burn_in_reads_longer_clips(tiny_dataset, tmp_path):
+    from slotmatch.train import SlotContrastModule, make_loaders
+
+    cfg = tiny_config(tiny_dataset, max_steps=2, val_every=2, burn_in=3)
+    module = SlotContrastModule(cfg)
+    loader, _ = make_loaders(cfg, module.model, progress=False)
+    batch = next(iter(loader))
+    assert batch["video"].shape[1] == 2 + 3  # clip_length + burn_in
+    assert torch.isfinite(module.compute_losses(batch)["loss"])
+    assert read_checkpoint(train(cfg, str(tmp_path / "run"), progress=False))["global_step"] == 2

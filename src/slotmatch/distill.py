@@ -25,7 +25,7 @@ from slotmatch.checkpoint import CheckpointError, load_model, read_checkpoint
 from slotmatch.config import merge
 from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
-from slotmatch.train import FORMAT, SlotContrastModule, fit, oracle_input, video_scores
+from slotmatch.train import FORMAT, SlotContrastModule, fit, oracle_input, rollout_slots, video_scores
 
 DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, feature_kd=0.0, mask_kd=0.0, copy_slot_init=None, teacher_checkpoint=None)
 
@@ -86,13 +86,17 @@ class SlotMatchModule(SlotContrastModule):
         return self
 
     def compute_losses(self, batch: dict) -> dict:
+        burn, batch = self.draw_burn_in(batch)  # both models carry their own slots through the same burn-in
         out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"),
-                         flow=batch.get("flow"), decoded_tokens=self.ts["decoded_tokens"])
+                         flow=batch.get("flow"), decoded_tokens=self.ts["decoded_tokens"],
+                         prev_slots=rollout_slots(self.model, burn))
         needs_teacher = self.ds["beta"] > 0 or self.ds["feature_kd"] > 0 or self.ds["mask_kd"] > 0
         with torch.no_grad():
             t_out = self.teacher(batch.get("video"), features=batch.get("teacher_features"),
                                  masks_only=self.ds["feature_kd"] == 0, depth=batch.get("depth"), flow=batch.get("flow"),
-                                 segmentations=oracle_input(self.teacher, batch)) if needs_teacher else None
+                                 segmentations=oracle_input(self.teacher, batch),
+                                 prev_slots=rollout_slots(self.teacher, burn, "teacher_features")
+                                 ) if needs_teacher else None
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"],
                                         max_gap=self.ts["contrast_max_gap"])

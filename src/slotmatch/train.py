@@ -31,6 +31,9 @@ TRAIN_DEFAULTS = dict(
     val_every=1000, checkpoint_every=500, log_every=10, num_val_videos=None, seed=0, feature_cache=False,
     max_time=None,  # wall-clock budget "DD:HH:MM:SS": stop (and checkpoint) when it is spent
     decoded_tokens=None,  # decode a random subset of this many patches per step (None: all; see SlotContrast.forward)
+    burn_in=0,  # ours (paper: 0): up to this many frames before each clip, run without gradient, hand the clip
+                # the model's own carried slots (rollout_start), so training sees slots as deep into a video as
+                # evaluation does, not only fresh from the initialiser (docs/RESULTS.md, "Burn-in")
     init_from=None,  # a checkpoint (.ckpt or .safetensors) whose model weights start this run; fresh optimiser
     precision="32-true", devices=1, accelerator="auto",
 )
@@ -54,6 +57,36 @@ def train_settings(cfg: dict) -> dict:
     return {**TRAIN_DEFAULTS, **cfg.get("train", {})}
 
 
+TIME_KEYS = ("video", "features", "teacher_features", "depth", "flow", "segmentations")  # batch tensors (B, T, ...)
+
+
+def split_burn_in(batch: dict, burn: int, clip_length: int) -> tuple[dict, dict]:
+    """A batch of windows of up to burn_in + clip_length frames -> (its first `burn` frames, the clip_length
+    frames after them); other entries are kept in both. The windows start anywhere in the videos, so a clip
+    with no burn-in starts anywhere too."""
+    T = next(batch[k].shape[1] for k in TIME_KEYS if k in batch)
+    if T < clip_length + burn:
+        raise ValueError(f"a training window of {T} frames cannot hold a burn-in of {burn} and a clip of {clip_length}")
+    head = {k: (v[:, :burn] if k in TIME_KEYS else v) for k, v in batch.items()}
+    tail = {k: (v[:, burn:burn + clip_length] if k in TIME_KEYS else v) for k, v in batch.items()}
+    return head, tail
+
+
+@torch.no_grad()
+def rollout_slots(model, burn: dict, features_key: str = "features") -> torch.Tensor | None:
+    """The slots a model carries out of the burn-in frames (no gradient), to start the clip after them
+    from (`SlotContrast.forward(prev_slots=...)`); None for an empty burn-in (the clip starts fresh)."""
+    frames = next((burn[k].shape[1] for k in ("video", features_key) if burn.get(k) is not None), 0)
+    if frames == 0:
+        return None
+    was_training = model.training
+    model.eval()  # the slots as evaluation carries them
+    out = model(burn.get("video"), features=burn.get(features_key), depth=burn.get("depth"),
+                flow=burn.get("flow"), segmentations=oracle_input(model, burn), masks_only=True)
+    model.train(was_training)
+    return out["slots"][:, -1].detach()
+
+
 def lr_factor(step: int, warmup: int, decay_rate: float, decay_steps: int) -> float:
     """Linear warmup, then exponential decay: decay_rate ** (step / decay_steps) (SlotContrast's schedule)."""
     return min(1.0, (step + 1) / max(warmup, 1)) * decay_rate ** (step / max(decay_steps, 1))
@@ -74,10 +107,19 @@ class SlotContrastModule(L.LightningModule):
         self._references: dict | None = None
 
     # ---- training ----
+    def draw_burn_in(self, batch: dict) -> tuple[dict, dict]:
+        """(burn-in frames, clip) of a training batch: a burn-in of 0..train.burn_in frames, drawn per step,
+        so that clips start both fresh from the initialiser and deep into a rollout."""
+        if not self.ts["burn_in"]:
+            return {}, batch
+        burn = int(torch.randint(0, self.ts["burn_in"] + 1, (1,)))
+        return split_burn_in(batch, burn, self.cfg["data"].get("clip_length", 4))
+
     def compute_losses(self, batch: dict) -> dict:
+        burn, batch = self.draw_burn_in(batch)
         out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"),
                          flow=batch.get("flow"), segmentations=oracle_input(self.model, batch),
-                         decoded_tokens=self.ts["decoded_tokens"])
+                         decoded_tokens=self.ts["decoded_tokens"], prev_slots=rollout_slots(self.model, burn))
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"],
                                         max_gap=self.ts["contrast_max_gap"])
@@ -178,7 +220,8 @@ def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | N
     targets = [cfg["model"].get("target")] if targets is None else targets
     extras = {**({"with_depth": True} if any(target_needs_depth(t) for t in targets) else {}),
               **({"with_flow": True} if any(target_needs_flow(t) for t in targets) else {})}
-    train = open_dataset(d["path"], "train", clip_length=d.get("clip_length", 4), random_clip=True, size=size,
+    clip = d.get("clip_length", 4) + train_settings(cfg)["burn_in"]  # the burn-in frames come before each clip
+    train = open_dataset(d["path"], "train", clip_length=clip, random_clip=True, size=size,
                          **extras)
     if train_settings(cfg).get("feature_cache") and model is not None:
         if not model.encoder.frozen or model.target_type != "features":
@@ -195,7 +238,7 @@ def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | N
             encoder_device = next(m.encoder.parameters()).device
             build_feature_cache(m.encoder.to(device), whole, paths[-1], device=device, progress=progress)
             m.encoder.to(encoder_device)
-        train = CachedFeatureDataset(paths[0], clip_length=d.get("clip_length", 4), random_clip=True,
+        train = CachedFeatureDataset(paths[0], clip_length=clip, random_clip=True,
                                      teacher_path=paths[1] if teacher is not None else None)
     val = open_dataset(d["path"], "validation", clip_length=d.get("val_clip_length"), size=size)
     n_val = train_settings(cfg).get("num_val_videos")

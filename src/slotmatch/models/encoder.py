@@ -28,7 +28,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # A target is "features" or "+"-joined parts, concatenated per patch in the order given.
-TARGET_PARTS = ("pixels", "pixels_raw", "depth", "disparity", "relief", "surface", "flow", "oracle")
+TARGET_PARTS = ("pixels", "pixels_raw", "depth", "disparity", "relief", "surface", "figure", "flow", "oracle")
 TARGET_TYPES = ("features", "pixels", "pixels_raw", "depth", "pixels_raw+depth", "disparity",
                 "pixels_raw+disparity", "flow", "disparity+flow", "pixels_raw+flow", "relief",
                 "relief+flow", "surface+relief")  # the ones measured
@@ -46,7 +46,8 @@ def target_parts(target: Optional[str]) -> list:
 
 def target_needs_depth(target: Optional[str]) -> bool:
     """Whether a reconstruction target is computed from the generator's depth maps."""
-    return target is not None and any(p in str(target).split("+") for p in ("depth", "disparity", "relief", "surface"))
+    return target is not None and any(p in str(target).split("+")
+                                      for p in ("depth", "disparity", "relief", "surface", "figure"))
 
 
 def target_needs_segmentations(target: Optional[str]) -> bool:
@@ -223,6 +224,27 @@ def surface_patch_target(images: torch.Tensor, depth: torch.Tensor, patch_size: 
     return pixel_patch_target(surface_colour(images, depth), patch_size, normalize=False)
 
 
+FIGURE_RELIEF = 0.5  # relief units: the floor is 0, objects stand 1-3 units out of it
+FIGURE_SOFTNESS = 0.1
+
+
+def figure_colour(images: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """The figure against the ground: each pixel's surface colour (`surface_colour`) where it stands out of
+    the floor, 0 on the floor, and how surely it stands out (a soft step on the relief at FIGURE_RELIEF).
+
+    The floor's checks, which `surface_colour` keeps, become one flat value, so that what varies is the
+    objects and only they (docs/RESULTS.md, "The figure against the ground"). Reads depth, never the masks.
+    images (B, 3, H, W) in [0, 1], depth (B, H, W) -> (B, 4, H, W): colour x standing, standing.
+    """
+    standing = torch.sigmoid((_relief(depth) - FIGURE_RELIEF) / FIGURE_SOFTNESS).unsqueeze(1)
+    return torch.cat([surface_colour(images, depth) * standing, standing], 1)
+
+
+def figure_patch_target(images: torch.Tensor, depth: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """`figure_colour` as patches: (B, 3, H, W), (B, H, W) -> (B, N, 4 * p * p)."""
+    return pixel_patch_target(figure_colour(images, depth), patch_size, normalize=False)
+
+
 FLOW_SCALE = 64.0  # flow target = flow in image widths x 64: pixels of a 64-pixel-wide frame
 
 
@@ -263,7 +285,7 @@ def target_dim(target: str, encoder: Encoder) -> int:
     """Feature size F of the reconstruction target for this encoder."""
     p2 = encoder.patch_size ** 2
     sizes = {"features": encoder.feature_dim, "pixels": 3 * p2, "pixels_raw": 3 * p2, "depth": p2,
-             "disparity": p2, "relief": p2, "surface": 3 * p2, "flow": 2 * p2, "oracle": ORACLE_DIM}
+             "disparity": p2, "relief": p2, "surface": 3 * p2, "figure": 4 * p2, "flow": 2 * p2, "oracle": ORACLE_DIM}
     return sum(sizes[part] for part in target_parts(target))
 
 
@@ -276,7 +298,8 @@ def make_target(target: str, images: Optional[torch.Tensor], features: Optional[
     "features": the (frozen) backbone features themselves (SlotContrast / DINOSAUR); otherwise
     "+"-joined parts, concatenated: "pixels" (pixel patches normalised per patch), "pixels_raw" (as
     they are), "depth" (log-depth), "disparity" (inverse depth, standardised per frame), "relief" (disparity above the floor's plane), "surface"
-    (colour averaged over the pixel's own surface, `surface_colour`), from
+    (colour averaged over the pixel's own surface, `surface_colour`), "figure" (that colour where the pixel
+    stands out of the floor, 0 on the floor, and the soft standing mask, `figure_colour`), from
     depth (B, H, W) of the generator's --with-depth, and "flow" (optical flow, flow (B, H, W, 2) in
     pixels, from --with-flow); "oracle" reads the ground-truth masks (segmentations (B, H, W)), a
     diagnostic of the model, never a result (`oracle_patch_target`).
@@ -298,10 +321,11 @@ def make_target(target: str, images: Optional[torch.Tensor], features: Optional[
                     raise ValueError(f"target {target!r} needs depth maps (generate the data with --with-depth)")
                 fn = {"depth": depth_patch_target, "disparity": disparity_patch_target, "relief": relief_patch_target}[part]
                 out.append(fn(depth, patch_size))
-            elif part == "surface":
+            elif part in ("surface", "figure"):
                 if images is None or depth is None:
                     raise ValueError(f"target {target!r} needs the input images and depth maps (--with-depth)")
-                out.append(surface_patch_target(images, depth, patch_size))
+                fn = surface_patch_target if part == "surface" else figure_patch_target
+                out.append(fn(images, depth, patch_size))
             elif part == "flow":
                 if flow is None:
                     raise ValueError(f"target {target!r} needs optical flow (generate the data with --with-flow)")
