@@ -164,3 +164,6 @@ def test_training_with_a_burn_in_reads_longer_clips(tiny_dataset, tmp_path):
     assert batch["video"].shape[1] == 2 + 3  # clip_length + burn_in
     assert torch.isfinite(module.compute_losses(batch)["loss"])
     assert read_checkpoint(train(cfg, str(tmp_path / "run"), progress=False))["global_step"] == 2
+    long = SlotContrastModule(tiny_config(tiny_dataset, burn_in=10))  # longer than the 6-frame videos allow
+    burn, clip = long.draw_burn_in({"video": torch.rand(1, 6, 3, 32, 32)})
+    assert burn["video"].shape[1] <= 4 and clip["video"].shape[1] == 2

@@ -112,8 +112,10 @@ class SlotContrastModule(L.LightningModule):
         so that clips start both fresh from the initialiser and deep into a rollout."""
         if not self.ts["burn_in"]:
             return {}, batch
-        burn = int(torch.randint(0, self.ts["burn_in"] + 1, (1,)))
-        return split_burn_in(batch, burn, self.cfg["data"].get("clip_length", 4))
+        clip = self.cfg["data"].get("clip_length", 4)
+        frames = next(batch[k].shape[1] for k in TIME_KEYS if k in batch)  # videos shorter than the window: less
+        burn = int(torch.randint(0, max(0, min(self.ts["burn_in"], frames - clip)) + 1, (1,)))
+        return split_burn_in(batch, burn, clip)
 
     def compute_losses(self, batch: dict) -> dict:
         burn, batch = self.draw_burn_in(batch)
