@@ -29,11 +29,12 @@ TRAIN_DEFAULTS = dict(
     grad_clip=0.05, contrast_weight=0.5, temperature=0.1,  # SlotContrast configs/slotcontrast/movi_c.yaml
     contrast_max_gap=1,  # 1: the paper's loss (frames t, t+1); n > 1 also ties t to t+2..t+n (losses.py)
     val_every=1000, checkpoint_every=500, log_every=10, num_val_videos=None, seed=0, feature_cache=False,
-    max_time=None,  # wall-clock budget "DD:HH:MM:SS": stop (and checkpoint) when it is spent
+    max_time=None,  # wall-clock budget "DD:HH:MM:SS": stop (and checkpoint) when it is spent; it counts the
+                    # whole run, a --resume included (the timer is in the checkpoint): raise it to go on
     decoded_tokens=None,  # decode a random subset of this many patches per step (None: all; see SlotContrast.forward)
     burn_in=0,  # ours (paper: 0): up to this many frames before each clip, run without gradient, hand the clip
-                # the model's own carried slots (rollout_start), so training sees slots as deep into a video as
-                # evaluation does, not only fresh from the initialiser (docs/RESULTS.md, "Burn-in")
+                # the model's own carried slots (rollout_slots), so training sees slots as deep into a video as
+                # evaluation does, not only fresh from the initialiser (docs/RESULTS.md, "Where the teachers lose")
     init_from=None,  # a checkpoint (.ckpt or .safetensors) whose model weights start this run; fresh optimiser
     precision="32-true", devices=1, accelerator="auto",
 )

@@ -233,7 +233,8 @@ def figure_colour(images: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
     the floor, 0 on the floor, and how surely it stands out (a soft step on the relief at FIGURE_RELIEF).
 
     The floor's checks, which `surface_colour` keeps, become one flat value, so that what varies is the
-    objects and only they (docs/RESULTS.md, "The figure against the ground"). Reads depth, never the masks.
+    objects and only they. It does not help k-means (docs/RESULTS.md, "Three things that did not help").
+    Reads depth, never the masks.
     images (B, 3, H, W) in [0, 1], depth (B, H, W) -> (B, 4, H, W): colour x standing, standing.
     """
     standing = torch.sigmoid((_relief(depth) - FIGURE_RELIEF) / FIGURE_SOFTNESS).unsqueeze(1)
