@@ -253,11 +253,15 @@ def test_an_oracle_teacher_is_never_fed_from_the_cache(tiny_dataset, tmp_path):
     assert not SlotMatchModule(cfg, teacher).uses_feature_cache
 
 
-def test_with_a_burn_in_each_model_carries_its_own_slots_into_the_clip(tiny_dataset, teacher_ckpt, monkeypatch):
+@pytest.mark.parametrize("cached", [False, True])
+def test_with_a_burn_in_each_model_carries_its_own_slots_into_the_clip(tiny_dataset, teacher_ckpt, monkeypatch, cached):
     from slotmatch import distill as distill_module
     from slotmatch.train import split_burn_in
 
     cfg = tiny_config(tiny_dataset, burn_in=2)
+    if cached:
+        cfg["model"]["target"] = "features"  # what a cached student reconstructs, with its frozen encoder
+        cfg["student"]["encoder"]["frozen"] = True
     m = SlotMatchModule(cfg, teacher_ckpt)
     monkeypatch.setattr(m, "draw_burn_in", lambda batch: split_burn_in(batch, 2, 2))  # the longest burn-in
     seen = {}
@@ -268,7 +272,10 @@ def test_with_a_burn_in_each_model_carries_its_own_slots_into_the_clip(tiny_data
 
     monkeypatch.setattr(distill_module.losses, "slot_distillation_loss", kd)
     video = torch.rand(2, 4, 3, 32, 32)
-    m.compute_losses({"video": video})
+    with torch.no_grad():  # the feature cache's batches: both models' features, no frames
+        batch = {"features": m.model.encode(video, with_target=False)["features"],
+                 "teacher_features": m.teacher.encode(video, with_target=False)["features"]} if cached else {"video": video}
+    m.compute_losses(batch)
     with torch.no_grad():
         assert torch.allclose(seen["teacher"], m.teacher(video)["slots"][:, 2:], atol=1e-5)
         m.model.eval()

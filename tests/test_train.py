@@ -131,6 +131,14 @@ def test_burn_in_splits_off_the_frames_before_the_clip():
     assert head["video"].shape[1] == 0 and tail["video"].flatten().tolist() == [0, 1]
     with pytest.raises(ValueError, match="burn-in of 5"):
         split_burn_in(batch, 5, 2)
+    from slotmatch.train import TIME_KEYS
+
+    every = {k: torch.arange(6).view(1, 6, 1).expand(2, 6, 3) for k in TIME_KEYS}
+    every["num_objects"] = torch.tensor([3, 4])  # not a time axis: kept whole
+    head, tail = split_burn_in(every, 3, 2)
+    for k in TIME_KEYS:  # video, features, teacher_features, depth, flow and segmentations alike
+        assert head[k][0, :, 0].tolist() == [0, 1, 2] and tail[k][0, :, 0].tolist() == [3, 4], k
+    assert torch.equal(head["num_objects"], every["num_objects"]) and torch.equal(tail["num_objects"], every["num_objects"])
 
 
 def test_a_clip_started_from_the_burn_in_slots_continues_the_rollout(tiny_dataset):
@@ -167,3 +175,7 @@ def test_training_with_a_burn_in_reads_longer_clips(tiny_dataset, tmp_path):
     long = SlotContrastModule(tiny_config(tiny_dataset, burn_in=10))  # longer than the 6-frame videos allow
     burn, clip = long.draw_burn_in({"video": torch.rand(1, 6, 3, 32, 32)})
     assert burn["video"].shape[1] <= 4 and clip["video"].shape[1] == 2
+    burn, clip = long.draw_burn_in({"video": torch.rand(1, 1, 3, 32, 32)})  # shorter than a clip: used as it is
+    assert burn["video"].shape[1] == 0 and clip["video"].shape[1] == 1
+    with pytest.raises(CheckpointError, match="burn_in=3"):  # a resume never switches the burn-in silently
+        train(tiny_config(tiny_dataset, max_steps=4, burn_in=0), str(tmp_path / "run"), resume=True, progress=False)

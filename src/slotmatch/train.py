@@ -64,7 +64,7 @@ TIME_KEYS = ("video", "features", "teacher_features", "depth", "flow", "segmenta
 def split_burn_in(batch: dict, burn: int, clip_length: int) -> tuple[dict, dict]:
     """A batch of windows of up to burn_in + clip_length frames -> (its first `burn` frames, the clip_length
     frames after them); other entries are kept in both. The windows start anywhere in the videos, so a clip
-    with no burn-in starts anywhere too."""
+    with no burn-in starts anywhere but in a video's last burn_in frames, which clips reach after a burn-in."""
     T = next(batch[k].shape[1] for k in TIME_KEYS if k in batch)
     if T < clip_length + burn:
         raise ValueError(f"a training window of {T} frames cannot hold a burn-in of {burn} and a clip of {clip_length}")
@@ -82,9 +82,11 @@ def rollout_slots(model, burn: dict, features_key: str = "features") -> torch.Te
         return None
     was_training = model.training
     model.eval()  # the slots as evaluation carries them
-    out = model(burn.get("video"), features=burn.get(features_key), depth=burn.get("depth"),
-                flow=burn.get("flow"), segmentations=oracle_input(model, burn), masks_only=True)
-    model.train(was_training)
+    try:
+        out = model(burn.get("video"), features=burn.get(features_key), depth=burn.get("depth"),
+                    flow=burn.get("flow"), segmentations=oracle_input(model, burn), masks_only=True)
+    finally:
+        model.train(was_training)
     return out["slots"][:, -1].detach()
 
 
@@ -113,8 +115,8 @@ class SlotContrastModule(L.LightningModule):
         so that clips start both fresh from the initialiser and deep into a rollout."""
         if not self.ts["burn_in"]:
             return {}, batch
-        clip = self.cfg["data"].get("clip_length", 4)
         frames = next(batch[k].shape[1] for k in TIME_KEYS if k in batch)  # videos shorter than the window: less
+        clip = min(self.cfg["data"].get("clip_length", 4) or frames, frames)
         burn = int(torch.randint(0, max(0, min(self.ts["burn_in"], frames - clip)) + 1, (1,)))
         return split_burn_in(batch, burn, clip)
 
@@ -223,7 +225,9 @@ def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | N
     targets = [cfg["model"].get("target")] if targets is None else targets
     extras = {**({"with_depth": True} if any(target_needs_depth(t) for t in targets) else {}),
               **({"with_flow": True} if any(target_needs_flow(t) for t in targets) else {})}
-    clip = d.get("clip_length", 4) + train_settings(cfg)["burn_in"]  # the burn-in frames come before each clip
+    clip = d.get("clip_length", 4)
+    if clip is not None:
+        clip += train_settings(cfg)["burn_in"]  # the burn-in frames come before each clip
     train = open_dataset(d["path"], "train", clip_length=clip, random_clip=True, size=size,
                          **extras)
     if train_settings(cfg).get("feature_cache") and model is not None:
@@ -270,6 +274,10 @@ def prepare_run(cfg: dict, run_dir: str, resume: bool, model_cfg: dict | None = 
         if hp["model_cfg"] != model_cfg:
             raise CheckpointError(f"{last}: checkpoint is from another model config than the one given "
                                   f"(saved {hp['model_cfg']}, given {model_cfg})")
+        saved_burn = (hp.get("cfg") or {}).get("train", {}).get("burn_in", 0)
+        if saved_burn != train_settings(cfg)["burn_in"]:  # the presets changed it: say so, do not switch silently
+            raise CheckpointError(f"{last}: the run was trained with train.burn_in={saved_burn}, the config given "
+                                  f"has {train_settings(cfg)['burn_in']}; pass train.burn_in={saved_burn} to resume it")
     with open(cfg_path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     return last if resume else None
@@ -311,6 +319,8 @@ def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
         max_steps=ts["max_steps"], max_time=ts["max_time"], val_check_interval=ts["val_every"], check_val_every_n_epoch=None,
         gradient_clip_val=ts["grad_clip"], log_every_n_steps=ts["log_every"], callbacks=[ckpt], logger=loggers,
         accelerator=ts["accelerator"], devices=ts["devices"], precision=ts["precision"],
+        # a burn-in step starts from carried slots, leaving the initialiser unused: DDP must allow that
+        **({"strategy": "ddp_find_unused_parameters_true"} if ts["burn_in"] and ts["devices"] not in (1, "1") else {}),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         default_root_dir=run_dir,
     )
