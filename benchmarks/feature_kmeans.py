@@ -1,7 +1,7 @@
 """Do an encoder's features separate objects? k-means on them, beside k-means on colour.
 
 Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
-       [--target NAME ...] [--readout PARTS] [--scale video|frame|none]
+       [--target NAME ...] [--readout PARTS] [--scale video|frame|none] [--surface-radius R]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
 --target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
 (e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
@@ -84,7 +84,13 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--surface-radius", type=int, default=None,
+                    help="the surface target's window radius at 64 px (default encoder.SURFACE_RADIUS)")
     a = ap.parse_args()
+    if a.surface_radius is not None:  # surface_colour reads the module's default window at every call
+        import slotmatch.models.encoder as encoder_module
+
+        encoder_module.SURFACE_RADIUS = a.surface_radius
     parts = [split_position(t)[0] for t in a.target]
     ds = open_dataset(a.dataset, "validation", size=a.size, with_depth=any(target_needs_depth(t) for t in parts),
                       with_flow=any(target_needs_flow(t) for t in parts))
@@ -110,7 +116,8 @@ def main() -> None:
     for target in a.target:
         pred = torch.stack([target_ids(s, target, a.segments) for s in samples])
         rows[f"k-means on the target {target}"] = video_scores(pred, true)
-    print(f"{a.dataset}, {n} validation videos at {a.size}x{a.size}, {a.segments} segments per video\n")
+    radius = "" if a.surface_radius is None else f", surface window radius {a.surface_radius}"
+    print(f"{a.dataset}, {n} validation videos at {a.size}x{a.size}, {a.segments} segments per video{radius}\n")
     print("| segmenter | video FG-ARI | video mBO | image FG-ARI | image mBO |\n|---|---|---|---|---|")
     for name, s in rows.items():
         print(f"| {name} | " + " | ".join(f"{np.mean(s[k]):.3f}" for k in

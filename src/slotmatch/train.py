@@ -61,11 +61,16 @@ def train_settings(cfg: dict) -> dict:
 TIME_KEYS = ("video", "features", "teacher_features", "depth", "flow", "segmentations")  # batch tensors (B, T, ...)
 
 
+def batch_frames(batch: dict) -> int:
+    """The number of frames T of a batch's (B, T, ...) tensors."""
+    return next(batch[k].shape[1] for k in TIME_KEYS if k in batch)
+
+
 def split_burn_in(batch: dict, burn: int, clip_length: int) -> tuple[dict, dict]:
     """A batch of windows of up to burn_in + clip_length frames -> (its first `burn` frames, the clip_length
     frames after them); other entries are kept in both. The windows start anywhere in the videos, so a clip
     with no burn-in starts anywhere but in a video's last burn_in frames, which clips reach after a burn-in."""
-    T = next(batch[k].shape[1] for k in TIME_KEYS if k in batch)
+    T = batch_frames(batch)
     if T < clip_length + burn:
         raise ValueError(f"a training window of {T} frames cannot hold a burn-in of {burn} and a clip of {clip_length}")
     head = {k: (v[:, :burn] if k in TIME_KEYS else v) for k, v in batch.items()}
@@ -115,7 +120,7 @@ class SlotContrastModule(L.LightningModule):
         so that clips start both fresh from the initialiser and deep into a rollout."""
         if not self.ts["burn_in"]:
             return {}, batch
-        frames = next(batch[k].shape[1] for k in TIME_KEYS if k in batch)  # videos shorter than the window: less
+        frames = batch_frames(batch)  # videos shorter than the window: a shorter burn-in
         clip = min(self.cfg["data"].get("clip_length", 4) or frames, frames)
         burn = int(torch.randint(0, max(0, min(self.ts["burn_in"], frames - clip)) + 1, (1,)))
         return split_burn_in(batch, burn, clip)

@@ -198,7 +198,7 @@ SURFACE_SIGMA = 0.3  # relief units (the frame's disparity spread): the floor (0
 
 
 def surface_colour(images: torch.Tensor, depth: torch.Tensor, radius: Optional[int] = None,
-                   sigma: float = SURFACE_SIGMA) -> torch.Tensor:
+                   sigma: float = SURFACE_SIGMA, relief: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Each pixel's colour averaged over its neighbours on the same surface: a bilateral filter whose range
     kernel is on the relief above the floor (`relief_patch_target`), not on colour.
 
@@ -206,12 +206,13 @@ def surface_colour(images: torch.Tensor, depth: torch.Tensor, radius: Optional[i
     the floor's, and the two never mix, because they stand at different heights. A pretext that predicts it
     from the frame alone must know how far each object extends: what k-means needs to tell objects apart
     (docs/RESULTS.md, "Surface colour"). Reads depth, never the masks.
-    images (B, 3, H, W) in [0, 1], depth (B, H, W) of the same size -> (B, 3, H, W).
+    images (B, 3, H, W) in [0, 1], depth (B, H, W) of the same size -> (B, 3, H, W); relief: `_relief(depth)`
+    when the caller has it already.
     """
     B, _, H, W = images.shape
     r = radius if radius is not None else max(1, round(SURFACE_RADIUS * W / 64))
     k = 2 * r + 1
-    rel = _relief(depth).unsqueeze(1)  # (B, 1, H, W)
+    rel = (_relief(depth) if relief is None else relief).unsqueeze(1)  # (B, 1, H, W)
     cols = F.unfold(images, k, padding=r).view(B, 3, k * k, H * W)
     rels = F.unfold(rel, k, padding=r).view(B, 1, k * k, H * W)
     inside = F.unfold(torch.ones_like(rel), k, padding=r).view(B, 1, k * k, H * W)  # not the zero padding
@@ -237,8 +238,9 @@ def figure_colour(images: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
     Reads depth, never the masks.
     images (B, 3, H, W) in [0, 1], depth (B, H, W) -> (B, 4, H, W): colour x standing, standing.
     """
-    standing = torch.sigmoid((_relief(depth) - FIGURE_RELIEF) / FIGURE_SOFTNESS).unsqueeze(1)
-    return torch.cat([surface_colour(images, depth) * standing, standing], 1)
+    relief = _relief(depth)  # the floor's plane is fitted once, for both parts
+    standing = torch.sigmoid((relief - FIGURE_RELIEF) / FIGURE_SOFTNESS).unsqueeze(1)
+    return torch.cat([surface_colour(images, depth, relief=relief) * standing, standing], 1)
 
 
 def figure_patch_target(images: torch.Tensor, depth: torch.Tensor, patch_size: int) -> torch.Tensor:
