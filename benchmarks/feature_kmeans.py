@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
        [--target NAME ...] [--readout PARTS] [--scale video|frame|none] [--surface-radius R]
+       [--token-norm]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
 --target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
 (e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
@@ -39,16 +40,20 @@ def load_encoder(spec: str, readout: str | None = None, standardize: bool = Fals
 
 
 @torch.no_grad()
-def feature_ids(encoder: torch.nn.Module, video: torch.Tensor, k: int, size: int, scale: str = "video") -> torch.Tensor:
+def feature_ids(encoder: torch.nn.Module, video: torch.Tensor, k: int, size: int, scale: str = "video",
+                token_norm: bool = False) -> torch.Tensor:
     """video (T, 3, H, W) -> ids (T, size, size) of k-means on the features of all its tokens, each channel
     standardised over the video (scale "video"), over each frame (the encoder's `standardize`; "frame"), or
-    as they are ("none")."""
+    as they are ("none"); token_norm: then each token normalised over its channels, as the LayerNorm that
+    opens the slot model's input MLP does (SlotContrast.encoder_mlp)."""
     T, _, H, W = video.shape
     feats = encoder(video)  # (T, N, D)
     h, w = H // encoder.patch_size, W // encoder.patch_size
     x = feats.reshape(1, T * h * w, -1)
     if scale == "video":
         x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
+    if token_norm:
+        x = F.layer_norm(x, x.shape[-1:])
     ids = kmeans(x, k, seed=0).reshape(T, 1, h, w).float()
     return F.interpolate(ids, size=(size, size), mode="nearest").reshape(T, size, size).long()
 
@@ -81,6 +86,8 @@ def main() -> None:
     ap.add_argument("--readout", default=None, help="k-means on each encoder's pretext predictions of these parts")
     ap.add_argument("--scale", choices=("video", "frame", "none"), default="video",
                     help="standardise each feature channel over the video (default), each frame, or not at all")
+    ap.add_argument("--token-norm", action="store_true",
+                    help="also k-means on each encoder's tokens normalised over their channels (the input MLP's LayerNorm)")
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
@@ -107,6 +114,9 @@ def main() -> None:
         name = f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout})")
         rows[name + {"video": "", "frame": ", standardised per frame", "none": ", not standardised"}[a.scale]] = \
             video_scores(pred, true)
+        if a.token_norm:
+            pred = torch.stack([feature_ids(enc, s["video"], a.segments, a.size, a.scale, token_norm=True) for s in samples])
+            rows[name + ", each token normalised over its channels (LayerNorm)"] = video_scores(pred, true)
         if enc.readout is not None:  # how much each readout part varies over the tokens, before any scaling
             with torch.no_grad():
                 raw = load_encoder(spec, a.readout)

@@ -54,12 +54,23 @@ RECIPES = {  # overrides of the GPU preset; the preset itself is the first. Sess
                     "frozen: true, weights: checkpoints/encoders/student/encoder.safetensors}",
                     "model.target=features", "model.mask_source=attention", "train.feature_cache=true",
                     "train.decoded_tokens=256"],
+    # the best CPU recipe of session 6 (docs/RESULTS.md, "Where the teachers lose", part 5): the `*-frozen`
+    # presets' encoders read through their pretext head, a burn-in of up to 8 frames, 6-frame clips and the
+    # contrast over gaps up to 5
+    "readout-clip6": ["model.encoder={name: cnn, channels: 96, num_layers: 4, patch_size: 2, deep_patch_size: 4, "
+                      "frozen: true, weights: checkpoints/encoders/teacher-surface/encoder.safetensors, "
+                      "readout: surface+relief, standardize: true}",
+                      "student.encoder={name: cnn, channels: 24, num_layers: 4, patch_size: 2, deep_patch_size: 4, "
+                      "frozen: true, weights: checkpoints/encoders/student-surface/encoder.safetensors, "
+                      "readout: surface+relief, standardize: true}",
+                      "model.target=features", "model.mask_source=attention", "train.feature_cache=true",
+                      "train.decoded_tokens=256", "train.burn_in=8", "data.clip_length=6", "train.contrast_max_gap=5"],
     # diagnostics that read the ground truth (never selected as a teacher): can these settings group
     # ideal features at all? (docs/RESULTS.md, "Diagnostic")
     "oracle": ["model.encoder={name: oracle, patch_size: 2}", "model.target=oracle"],
     "oracle-attn": ["model.encoder={name: oracle, patch_size: 2}", "model.target=oracle", "model.mask_source=attention"],
 }
-DEFAULT_RECIPES = ["frozen-attn", "disparity-attn", "flow-attn", "oracle-attn"]
+DEFAULT_RECIPES = ["readout-clip6", "frozen-attn", "flow-attn", "oracle-attn"]
 STUDENTS = {
     "slotmatch": [],
     "alone": ["distill.beta=0"],

@@ -347,3 +347,18 @@ def test_decoding_a_subset_of_patches_gives_those_patches_of_the_full_decoding(m
     assert torch.allclose(part["target"], full["target"][:, :, idx])
     assert torch.allclose(part["masks"], full["masks"][..., idx], atol=1e-6)
     assert "token_index" not in model(video, decoded_tokens=64)  # all of them: nothing to pick
+
+
+def test_input_norm_switch_keeps_what_the_layernorm_erases():
+    """The paper's LayerNorm on the encoder MLP's input maps a token and the token shifted and scaled over
+    its channels to the same input; model.input_norm=false keeps them apart (and old checkpoints' layout)."""
+    on, off = build_model(tiny_cnn_cfg()), build_model(tiny_cnn_cfg(input_norm=False))
+    assert isinstance(on.encoder_mlp[0], torch.nn.LayerNorm) and isinstance(off.encoder_mlp[0], torch.nn.Identity)
+    assert set(on.state_dict()) - set(off.state_dict()) == {"encoder_mlp.0.weight", "encoder_mlp.0.bias"}
+    D = on.encoder.feature_dim
+    x = torch.randn(5, D)
+    y = 3.0 * x + 2.0  # the same token pattern, brighter and with more contrast
+    assert torch.allclose(on.encoder_mlp(x), on.encoder_mlp(y), atol=1e-4)
+    assert not torch.allclose(off.encoder_mlp(x), off.encoder_mlp(y), atol=1e-2)
+    out = off(torch.rand(1, 2, 3, 32, 32))
+    assert out["slots"].shape == (1, 2, 4, 16)

@@ -2,7 +2,7 @@
 SlotMatch student (Grigore et al. 2025, Sec. 3: same family, smaller encoder).
 
 Per frame t:  features = encoder(frame)                      (frozen DINOv2 in the paper)
-              inputs   = MLP(features)                       (LayerNorm, D -> 2D -> slot_dim)
+              inputs   = MLP(features)                       (LayerNorm [model.input_norm], D -> 2D -> slot_dim)
               slots_t  = SlotAttention(init_t, inputs)       (3 iterations at t = 0, then 2)
               init_t+1 = Predictor(slots_t)                  (init_0 = learned fixed slots)
               masks, reconstruction = MLPDecoder(slots_t)    (reconstructs the target)
@@ -34,6 +34,10 @@ class SlotContrastConfig:
     num_slots: int = 7
     slot_dim: int = 64
     mlp_hidden: Optional[int] = None  # encoder MLP hidden size; None: 2 * feature_dim (paper)
+    # the LayerNorm that opens the encoder MLP (paper: yes, over DINOv2's 768 channels). Over a few channels
+    # already standardised per frame (the offline readout's 16) it erases each token's mean and scale across
+    # channels, and with them most of what groups the tokens (docs/RESULTS.md, "The input MLP's LayerNorm")
+    input_norm: bool = True
     sa_iters_first: int = 3  # slot-attention iterations on the first frame
     sa_iters: int = 2  # ... on every later frame
     sa_mlp_hidden: Optional[int] = None  # None: 4 * slot_dim
@@ -83,7 +87,7 @@ class SlotContrast(nn.Module):
                              "reconstructing its own features collapses); use target 'pixels'")
         D, S = self.encoder.feature_dim, cfg.slot_dim
         hidden = cfg.mlp_hidden or 2 * D
-        self.encoder_mlp = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, hidden), nn.ReLU(),
+        self.encoder_mlp = nn.Sequential(nn.LayerNorm(D) if cfg.input_norm else nn.Identity(), nn.Linear(D, hidden), nn.ReLU(),
                                          nn.Linear(hidden, S))
         for layer in (self.encoder_mlp[1], self.encoder_mlp[3]):
             nn.init.zeros_(layer.bias)
