@@ -40,18 +40,22 @@ def load_encoder(spec: str, readout: str | None = None, standardize: bool = Fals
 
 
 @torch.no_grad()
-def feature_ids(encoder: torch.nn.Module, video: torch.Tensor, k: int, size: int, scale: str = "video",
-                token_norm: bool = False) -> torch.Tensor:
-    """video (T, 3, H, W) -> ids (T, size, size) of k-means on the features of all its tokens, each channel
-    standardised over the video (scale "video"), over each frame (the encoder's `standardize`; "frame"), or
-    as they are ("none"); token_norm: then each token normalised over its channels, as the LayerNorm that
-    opens the slot model's input MLP does (SlotContrast.encoder_mlp)."""
+def feature_tokens(encoder: torch.nn.Module, video: torch.Tensor, scale: str = "video") -> torch.Tensor:
+    """video (T, 3, H, W) -> its tokens (T, h, w, D), each channel standardised over the video (scale "video"),
+    over each frame (the encoder's `standardize`; "frame"), or as they are ("none")."""
     T, _, H, W = video.shape
-    feats = encoder(video)  # (T, N, D)
-    h, w = H // encoder.patch_size, W // encoder.patch_size
-    x = feats.reshape(1, T * h * w, -1)
+    x = encoder(video)  # (T, N, D)
     if scale == "video":
-        x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
+        x = (x - x.mean((0, 1), keepdim=True)) / (x.flatten(0, 1).std(0) + 1e-6)
+    return x.reshape(T, H // encoder.patch_size, W // encoder.patch_size, -1)
+
+
+def token_ids(tokens: torch.Tensor, k: int, size: int, token_norm: bool = False) -> torch.Tensor:
+    """tokens (T, h, w, D) -> ids (T, size, size) of k-means on all of them; token_norm: each token first
+    normalised over its channels, as the LayerNorm that opens the slot model's input MLP does
+    (SlotContrast.encoder_mlp)."""
+    T, h, w, _ = tokens.shape
+    x = tokens.reshape(1, T * h * w, -1)
     if token_norm:
         x = F.layer_norm(x, x.shape[-1:])
     ids = kmeans(x, k, seed=0).reshape(T, 1, h, w).float()
@@ -87,7 +91,8 @@ def main() -> None:
     ap.add_argument("--scale", choices=("video", "frame", "none"), default="video",
                     help="standardise each feature channel over the video (default), each frame, or not at all")
     ap.add_argument("--token-norm", action="store_true",
-                    help="also k-means on each encoder's tokens normalised over their channels (the input MLP's LayerNorm)")
+                    help="also k-means on each encoder's tokens normalised over their channels (the input MLP's "
+                         "LayerNorm)")
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
@@ -110,12 +115,12 @@ def main() -> None:
         rows[f"reference: {ref}"] = video_scores(reference_ids(ref, video, a.segments), true)
     for spec in a.encoders:
         enc = load_encoder(spec, a.readout, standardize=a.scale == "frame")
-        pred = torch.stack([feature_ids(enc, s["video"], a.segments, a.size, a.scale) for s in samples])
+        tokens = [feature_tokens(enc, s["video"], a.scale) for s in samples]
         name = f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout})")
         rows[name + {"video": "", "frame": ", standardised per frame", "none": ", not standardised"}[a.scale]] = \
-            video_scores(pred, true)
+            video_scores(torch.stack([token_ids(t, a.segments, a.size) for t in tokens]), true)
         if a.token_norm:
-            pred = torch.stack([feature_ids(enc, s["video"], a.segments, a.size, a.scale, token_norm=True) for s in samples])
+            pred = torch.stack([token_ids(t, a.segments, a.size, token_norm=True) for t in tokens])
             rows[name + ", each token normalised over its channels (LayerNorm)"] = video_scores(pred, true)
         if enc.readout is not None:  # how much each readout part varies over the tokens, before any scaling
             with torch.no_grad():

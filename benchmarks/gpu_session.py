@@ -36,6 +36,18 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"c": "movi-c-like-gpu", "e": "movi-e-like-gpu"}
+def frozen_preset_overrides() -> list[str]:
+    """The `*-frozen` presets' model and training settings as overrides of the GPU preset, read from
+    configs/offline-frozen.yaml so that the recipe follows the presets."""
+    import yaml
+
+    with open(os.path.join(ROOT, "src", "slotmatch", "configs", "offline-frozen.yaml")) as f:
+        preset = yaml.safe_load(f)
+    keys = {"data": ["clip_length"], "model": ["encoder", "target", "mask_source"], "student": ["encoder"],
+            "train": ["feature_cache", "decoded_tokens", "burn_in", "contrast_max_gap"]}
+    return [f"{section}.{key}={json.dumps(preset[section][key])}" for section, names in keys.items() for key in names]
+
+
 RECIPES = {  # overrides of the GPU preset; the preset itself is the first. Session 1 measured the first
     # two and raw pixels (+ disparity): none found objects. "-attn": slot attention's masks weigh the
     # decoded features (model.mask_source=attention), which lets ideal features group (RESULTS.md).
@@ -54,17 +66,9 @@ RECIPES = {  # overrides of the GPU preset; the preset itself is the first. Sess
                     "frozen: true, weights: checkpoints/encoders/student/encoder.safetensors}",
                     "model.target=features", "model.mask_source=attention", "train.feature_cache=true",
                     "train.decoded_tokens=256"],
-    # the best CPU recipe of session 6 (docs/RESULTS.md, "Where the teachers lose", part 5): the `*-frozen`
-    # presets' encoders read through their pretext head, a burn-in of up to 8 frames, 6-frame clips and the
-    # contrast over gaps up to 5
-    "readout-clip6": ["model.encoder={name: cnn, channels: 96, num_layers: 4, patch_size: 2, deep_patch_size: 4, "
-                      "frozen: true, weights: checkpoints/encoders/teacher-surface/encoder.safetensors, "
-                      "readout: surface+relief, standardize: true}",
-                      "student.encoder={name: cnn, channels: 24, num_layers: 4, patch_size: 2, deep_patch_size: 4, "
-                      "frozen: true, weights: checkpoints/encoders/student-surface/encoder.safetensors, "
-                      "readout: surface+relief, standardize: true}",
-                      "model.target=features", "model.mask_source=attention", "train.feature_cache=true",
-                      "train.decoded_tokens=256", "train.burn_in=8", "data.clip_length=6", "train.contrast_max_gap=5"],
+    # the `*-frozen` presets' recipe (configs/offline-frozen.yaml, the best on the CPU: docs/RESULTS.md, session 7
+    # part 1): encoders read through their pretext head, 6-frame clips, the contrast over gaps up to 5, a burn-in
+    "readout-clip6": frozen_preset_overrides(),
     # diagnostics that read the ground truth (never selected as a teacher): can these settings group
     # ideal features at all? (docs/RESULTS.md, "Diagnostic")
     "oracle": ["model.encoder={name: oracle, patch_size: 2}", "model.target=oracle"],

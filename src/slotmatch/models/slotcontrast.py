@@ -87,8 +87,8 @@ class SlotContrast(nn.Module):
                              "reconstructing its own features collapses); use target 'pixels'")
         D, S = self.encoder.feature_dim, cfg.slot_dim
         hidden = cfg.mlp_hidden or 2 * D
-        self.encoder_mlp = nn.Sequential(nn.LayerNorm(D) if cfg.input_norm else nn.Identity(), nn.Linear(D, hidden), nn.ReLU(),
-                                         nn.Linear(hidden, S))
+        self.encoder_mlp = nn.Sequential(nn.LayerNorm(D) if cfg.input_norm else nn.Identity(),
+                                         nn.Linear(D, hidden), nn.ReLU(), nn.Linear(hidden, S))
         for layer in (self.encoder_mlp[1], self.encoder_mlp[3]):
             nn.init.zeros_(layer.bias)
         self.initializer = FixedLearnedInit(cfg.num_slots, S)
