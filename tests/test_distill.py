@@ -241,6 +241,14 @@ def test_with_the_feature_cache_neither_encoder_runs_and_the_kd_is_the_same(tiny
     del m.model.encoder.forward, m.teacher.encoder.forward
     last = distill(cfg, teacher, str(tmp_path / "student"), progress=False)
     assert read_checkpoint(last)["global_step"] == 2
+    # held-out videos (train.select_videos) leave the cached training set too, and choose the student's best.ckpt
+    cfg["train"]["select_videos"] = 2
+    loader, (_, select) = make_loaders(cfg, m.model, progress=False, targets=m.data_targets(), teacher=m.teacher,
+                                       teacher_cfg=m.teacher_model_cfg, model_cfg=student_config(cfg))
+    assert sorted(int(loader.dataset[i]["key"]) for i in range(len(loader.dataset))) == [0, 1, 2, 3]
+    assert [s["key"] for s in select.dataset] == [videos[4]["key"], videos[5]["key"]]
+    distill(cfg, teacher, str(tmp_path / "selected"), progress=False)
+    assert read_checkpoint(str(tmp_path / "selected" / "checkpoints" / "best.ckpt"))["global_step"] == 2
 
 
 def test_an_oracle_teacher_is_never_fed_from_the_cache(tiny_dataset, tmp_path):

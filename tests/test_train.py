@@ -179,3 +179,29 @@ def test_training_with_a_burn_in_reads_longer_clips(tiny_dataset, tmp_path):
     assert burn["video"].shape[1] == 0 and clip["video"].shape[1] == 1
     with pytest.raises(CheckpointError, match="burn_in=3"):  # a resume never switches the burn-in silently
         train(tiny_config(tiny_dataset, max_steps=4, burn_in=0), str(tmp_path / "run"), resume=True, progress=False)
+
+
+def test_held_out_training_videos_choose_best_ckpt(tiny_dataset, tmp_path):
+    import csv
+
+    from slotmatch.train import SlotContrastModule, make_loaders
+
+    cfg = tiny_config(tiny_dataset, max_steps=6, val_every=2, checkpoint_every=2, select_videos=2)
+    train_loader, (val_loader, select_loader) = make_loaders(cfg, progress=False)
+    trained = {train_loader.dataset[i]["key"] for i in range(len(train_loader.dataset))}
+    held_out = {s["key"] for s in select_loader.dataset}
+    assert len(trained) == 4 and len(held_out) == 2 and not trained & held_out  # never trained on
+    assert select_loader.dataset[0]["video"].shape[0] == 6  # whole videos, as validation scores them
+    run = str(tmp_path / "select")
+    train(cfg, run, progress=False)
+    rows = [r for r in csv.DictReader(open(os.path.join(run, "logs", "metrics.csv"))) if r.get("select/video_mbo")]
+    assert [int(r["step"]) for r in rows] == [1, 3, 5]  # Lightning logs validation at step - 1
+    scores = [float(r["select/video_mbo"]) for r in rows]
+    best = read_checkpoint(os.path.join(run, "checkpoints", "best.ckpt"))
+    assert best["global_step"] == 2 * (1 + scores.index(max(scores)))  # the first of equal scores is kept
+    from slotmatch.plots import plot_run
+
+    assert len(plot_run(run)) == 2  # the validation plot draws the held-out curve beside the model's
+    with pytest.raises(ValueError, match="select_videos=6.*only 6 training videos"):
+        make_loaders(tiny_config(tiny_dataset, select_videos=6), progress=False)
+    assert SlotContrastModule(cfg)  # the keys are known to the config check

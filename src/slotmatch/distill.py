@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +24,7 @@ from slotmatch.checkpoint import CheckpointError, load_model, read_checkpoint
 from slotmatch.config import merge
 from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
-from slotmatch.train import FORMAT, SlotContrastModule, fit, oracle_input, rollout_slots, video_scores
+from slotmatch.train import FORMAT, SlotContrastModule, fit, mean_scores, oracle_input, rollout_slots, video_scores
 
 DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, feature_kd=0.0, mask_kd=0.0, copy_slot_init=None, teacher_checkpoint=None)
 
@@ -126,9 +125,9 @@ class SlotMatchModule(SlotContrastModule):
         extra = [] if self.feature_proj is None else list(self.feature_proj.parameters())
         return super().trainable_parameters() + extra
 
-    def validation_step(self, batch, batch_idx):
-        super().validation_step(batch, batch_idx)
-        if self._teacher_scores is None:  # the teacher is frozen: score it once
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        super().validation_step(batch, batch_idx, dataloader_idx)
+        if self._teacher_scores is None and dataloader_idx == 0:  # the teacher is frozen: score it once
             with torch.no_grad():
                 pred = predict_ids(self.teacher, batch["video"], batch["segmentations"].shape[-2:],
                                    batch["segmentations"])  # read only by an oracle (diagnostic) teacher
@@ -136,8 +135,7 @@ class SlotMatchModule(SlotContrastModule):
 
     def on_validation_epoch_end(self):
         if self._teacher_scores is None and self._teacher_val:
-            self._teacher_scores = {f"teacher/{k}": float(np.nanmean(np.concatenate([v[k] for v in self._teacher_val])))
-                                    for k in self._teacher_val[0]}
+            self._teacher_scores = {f"teacher/{k}": v for k, v in mean_scores(self._teacher_val).items()}
             self._teacher_val = []
         if self._teacher_scores:
             self.log_dict(self._teacher_scores)

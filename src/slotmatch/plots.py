@@ -5,7 +5,8 @@ merges them by step (a later file wins where steps repeat) and writes:
 - train_losses.png: one panel per train/* column (train/loss, train/rec, train/contrast and, in
   distillation runs, train/kd, ...), raw values faint and a moving average on top;
 - validation.png: one panel per val/* metric over steps, with the reference rows (ref_grid/*,
-  ref_kmeans-colour/*) and, in distillation runs, the frozen teacher (teacher/*) as dashed lines.
+  ref_kmeans-colour/*) and, in distillation runs, the frozen teacher (teacher/*) as dashed lines; with
+  `train.select_videos`, the held-out training videos' curve (select/*) beside the model's.
 """
 
 from __future__ import annotations
@@ -153,6 +154,10 @@ def plot_validation(series: dict, starts: list[int], path: str) -> str | None:
     for ax, name in zip(axes, names):
         steps, values = series[f"val/{name}"]
         ax.plot(steps, values, color="C0", marker="o", markersize=4, linewidth=1.8, label="model")
+        if f"select/{name}" in series:  # the held-out training videos that choose best.ckpt (train.select_videos)
+            s_steps, s_values = series[f"select/{name}"]
+            ax.plot(s_steps, s_values, color="C9", marker="s", markersize=3, linewidth=1.2,
+                    label="model, held-out training videos")
         for prefix, label, colour in styles:
             if f"{prefix}{name}" in series:
                 ref = series[f"{prefix}{name}"][1][-1]  # constant over the run: the last value

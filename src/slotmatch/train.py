@@ -36,6 +36,10 @@ TRAIN_DEFAULTS = dict(
                 # the model's own carried slots (rollout_slots), so training sees slots as deep into a video as
                 # evaluation does, not only fresh from the initialiser (docs/RESULTS.md, "Where the teachers lose")
     init_from=None,  # a checkpoint (.ckpt or .safetensors) whose model weights start this run; fresh optimiser
+    select_videos=0,  # ours: hold out the training split's last n videos from training, score them at every
+                      # validation, and keep checkpoints/best.ckpt, the step where they score best; the reported
+                      # validation split never chooses (docs/RESULTS.md, session 8)
+    select_metric="video_mbo",  # what best.ckpt maximises on the held-out videos: video_mbo, video_fg_ari, ...
     precision="32-true", devices=1, accelerator="auto",
 )
 
@@ -112,6 +116,7 @@ class SlotContrastModule(L.LightningModule):
         self.model = build_model(cfg["model"])
         self.save_hyperparameters({"format": FORMAT, "cfg": cfg, "model_cfg": cfg["model"], "teacher_cfg": None})
         self._val: list[dict] = []
+        self._select: list[dict] = []  # scores on the held-out training videos (train.select_videos)
         self._references: dict | None = None
 
     # ---- training ----
@@ -157,10 +162,15 @@ class SlotContrastModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- validation ----
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        """Dataloader 0: the validation split (scores, references, overlays); 1: the held-out training
+        videos that choose best.ckpt (`train.select_videos`)."""
         true = batch["segmentations"]  # (B, T, H, W)
         pred = predict_ids(self.model, batch["video"], true.shape[-2:], segmentations=oracle_input(self.model, batch))
         scores = video_scores(pred, true)
+        if dataloader_idx == 1:
+            self._select.append(scores)
+            return
         self._val.append(scores)
         if batch_idx == 0 and self.run_dir is not None:
             self._save_overlay(batch["video"][:2], true[:2], pred[:2])
@@ -168,9 +178,12 @@ class SlotContrastModule(L.LightningModule):
             self._reference_batches = getattr(self, "_reference_batches", []) + [(batch["video"], true)]
 
     def on_validation_epoch_end(self):
+        if self._select:
+            self.log_dict({f"select/{k}": v for k, v in mean_scores(self._select).items()}, prog_bar=False)
+            self._select = []
         if not self._val:
             return
-        agg = {k: float(np.nanmean(np.concatenate([v[k] for v in self._val]))) for k in self._val[0]}
+        agg = mean_scores(self._val)
         self._val = []
         self.log_dict({f"val/{k}": v for k, v in agg.items()}, prog_bar=False)
         if self._references is None and getattr(self, "_reference_batches", None):
@@ -205,6 +218,11 @@ def oracle_input(model, batch: dict):
     return batch.get("segmentations") if model.needs_segmentations else None
 
 
+def mean_scores(batches: list[dict]) -> dict[str, float]:
+    """The mean of each score over the videos of a list of video_scores() results."""
+    return {k: float(np.nanmean(np.concatenate([b[k] for b in batches]))) for k in batches[0]}
+
+
 def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-video FG-ARI and mBO (video and image variants) as numpy arrays of B values."""
     return {"video_fg_ari": metrics.video_fg_ari(pred, true).cpu().numpy(),
@@ -216,8 +234,11 @@ def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray
 # ---- data ----
 def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | None = None,
                  teacher=None, teacher_cfg: dict | None = None,
-                 model_cfg: dict | None = None) -> tuple[DataLoader, DataLoader]:
+                 model_cfg: dict | None = None) -> tuple[DataLoader, DataLoader | list[DataLoader]]:
     """Training clips (random windows) and whole validation videos, resized to the model's input.
+
+    With `train.select_videos: n`, the training split's last n videos are held out of training and the second
+    value is a list: [validation videos, the n held-out videos whole] (they choose best.ckpt).
 
     With `train.feature_cache: true` and a frozen encoder, training clips are cached encoder features
     (built on first use under `data.path/cache`), so the backbone never runs during training.
@@ -252,6 +273,12 @@ def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | N
             m.encoder.to(encoder_device)
         train = CachedFeatureDataset(paths[0], clip_length=clip, random_clip=True,
                                      teacher_path=paths[1] if teacher is not None else None)
+    n_select = train_settings(cfg)["select_videos"] or 0
+    if n_select:
+        if n_select >= len(train):
+            raise ValueError(f"train.select_videos={n_select}: {d['path']} has only {len(train)} training videos; "
+                             "hold out fewer so that some are left to train on")
+        train = torch.utils.data.Subset(train, range(len(train) - n_select))
     val = open_dataset(d["path"], "validation", clip_length=d.get("val_clip_length"), size=size)
     n_val = train_settings(cfg).get("num_val_videos")
     if n_val is not None and n_val < len(val):
@@ -260,6 +287,10 @@ def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | N
     train_loader = DataLoader(train, batch_size=d.get("batch_size", 16), shuffle=True, drop_last=len(train) >= d.get("batch_size", 16),
                               num_workers=workers, persistent_workers=workers > 0)
     val_loader = DataLoader(val, batch_size=d.get("val_batch_size", 8), num_workers=0)
+    if n_select:
+        whole = open_dataset(d["path"], "train", clip_length=d.get("val_clip_length"), size=size)
+        held_out = torch.utils.data.Subset(whole, range(len(whole) - n_select, len(whole)))
+        val_loader = [val_loader, DataLoader(held_out, batch_size=d.get("val_batch_size", 8), num_workers=0)]
     return train_loader, val_loader
 
 
@@ -310,6 +341,12 @@ def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
     ckpt = ModelCheckpoint(dirpath=os.path.join(run_dir, "checkpoints"), filename="step{step:07d}",
                            auto_insert_metric_name=False, every_n_train_steps=ts["checkpoint_every"],
                            save_last=True, save_top_k=1, monitor="step", mode="max")
+    callbacks = [ckpt]
+    if ts["select_videos"]:  # best.ckpt: the step whose held-out training videos score best
+        callbacks.append(ModelCheckpoint(dirpath=os.path.join(run_dir, "checkpoints"), filename="best",
+                                         auto_insert_metric_name=False, monitor=f"select/{ts['select_metric']}",
+                                         mode="max", save_top_k=1, save_on_train_epoch_end=False,
+                                         enable_version_counter=False))
     # a resumed run logs into logs_1, logs_2, ...: Lightning's CSV logger would overwrite an earlier metrics.csv
     n = 0
     while os.path.exists(os.path.join(run_dir, "logs" if n == 0 else f"logs_{n}", "metrics.csv")):
@@ -322,7 +359,7 @@ def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
         pass
     return L.Trainer(
         max_steps=ts["max_steps"], max_time=ts["max_time"], val_check_interval=ts["val_every"], check_val_every_n_epoch=None,
-        gradient_clip_val=ts["grad_clip"], log_every_n_steps=ts["log_every"], callbacks=[ckpt], logger=loggers,
+        gradient_clip_val=ts["grad_clip"], log_every_n_steps=ts["log_every"], callbacks=callbacks, logger=loggers,
         accelerator=ts["accelerator"], devices=ts["devices"], precision=ts["precision"],
         # a burn-in step starts from carried slots, leaving the initialiser unused: DDP must allow that
         **({"strategy": "ddp_find_unused_parameters_true"} if ts["burn_in"] and ts["devices"] not in (1, "1") else {}),
