@@ -1,5 +1,7 @@
 """Tests of slotmatch.losses against independent references."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +10,7 @@ from torch import nn
 from slotmatch.losses import (
     feature_distillation_loss,
     mask_distillation_loss,
+    mask_entropy,
     reconstruction_loss,
     slot_contrast_loss,
     slot_distillation_loss,
@@ -123,3 +126,25 @@ def test_contrast_max_gap_penalises_slow_drift():
     drift = torch.cos(angle) * base + torch.sin(angle) * base.roll(1, dims=0)
     assert slot_contrast_loss(drift, max_gap=3) > slot_contrast_loss(drift, max_gap=1) + 0.1
     assert torch.equal(slot_contrast_loss(drift), slot_contrast_loss(drift, max_gap=1))  # the paper's default
+
+
+def test_mask_entropy_is_zero_for_hard_masks_and_log_k_for_shared_ones():
+    hard = F.one_hot(torch.randint(0, 5, (2, 3, 40)), 5).permute(0, 1, 3, 2).float()  # (B, T, K, N)
+    assert float(mask_entropy(hard)) == pytest.approx(0, abs=1e-6)
+    assert float(mask_entropy(torch.full((2, 3, 5, 40), 0.2))) == pytest.approx(math.log(5), rel=1e-5)
+
+
+def test_the_mask_entropy_weight_adds_the_entropy_to_the_loss(tiny_dataset):
+    from conftest import tiny_config
+    from slotmatch.train import SlotContrastModule
+
+    batch = {"video": torch.rand(2, 2, 3, 32, 32)}
+    terms = {}
+    for w in (0.0, 0.5):
+        torch.manual_seed(0)
+        m = SlotContrastModule(tiny_config(tiny_dataset, mask_entropy=w))
+        terms[w] = m.compute_losses(batch)
+    ent = terms[0.0]["mask_entropy"]
+    assert 0 < float(ent) < math.log(4)  # logged at any weight
+    assert float(terms[0.5]["loss"]) == pytest.approx(float(terms[0.0]["loss"] + 0.5 * ent), rel=1e-5)
+    terms[0.5]["loss"].backward()  # the penalty reaches the model

@@ -4,7 +4,8 @@ Pure functions of tensors. The teacher loss is
     reconstruction_loss + 0.5 * slot_contrast_loss(slots, temperature=0.1);
 the SlotMatch student adds slot_distillation_loss(student_slots, teacher_slots).
 feature_distillation_loss and mask_distillation_loss are the extra distillation terms the SlotMatch
-paper shows to be redundant (ablation only).
+paper shows to be redundant (ablation only). mask_entropy is ours: a diagnostic that is logged always and,
+weighted by `train.mask_entropy`, a penalty on masks that blend slots instead of assigning patches.
 """
 
 import torch
@@ -87,3 +88,11 @@ def mask_distillation_loss(student_masks: torch.Tensor, teacher_masks: torch.Ten
     t = teacher_masks.detach()
     kl = t * (torch.log(t.clamp_min(eps)) - torch.log(student_masks.clamp_min(eps)))
     return kl.sum(dim=-2).mean()
+
+
+def mask_entropy(masks: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean entropy (nats) of masks (..., K, N) over the K slots, per patch: 0 when every patch belongs to one
+    slot, log K when the slots share it equally. Ours, not the papers': when the masks weigh the slots'
+    decoded features (`model.mask_source`), blended masks can lower the reconstruction loss while the
+    argmax segments merge (docs/RESULTS.md, session 8)."""
+    return -(masks * (masks + eps).log()).sum(-2).mean()
