@@ -9,7 +9,8 @@ pixel of the validation videos by the segment (slot) it is given, per frame:
   other      the segment's largest part is another object (two objects merged);
 and per object and frame, how many segments hold at least 10% of its pixels (split), and how many frames
 keep the object's most common segment (identity kept over the video). Per frame, the segments with more
-than 1% of the pixels (used; used_first: in the first frame, before any slots are carried). Rows for the grid and kmeans-colour references are printed beside the models.
+than 1% of the pixels (used; used_first: in the first frame, before any slots are carried). For models, the
+masks' mean entropy over slots per token (entropy, losses.mask_entropy: 0 for hard masks, log K for shared ones). Rows for the grid and kmeans-colour references are printed beside the models.
 Comparing a model at its peak with the same model later says which failure its drift is made of.
 """
 
@@ -20,7 +21,8 @@ import torch
 
 from slotmatch.checkpoint import load_model
 from slotmatch.data import open_dataset
-from slotmatch.evaluate import predict_ids
+from slotmatch.evaluate import predict_ids, resize_video
+from slotmatch.losses import mask_entropy
 from slotmatch.references import reference_ids
 from slotmatch.train import video_scores
 
@@ -58,7 +60,8 @@ def anatomy(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
             "kept": float(np.mean(kept)) if kept else np.nan, "used": float(np.mean(used)), "used_first": float(used[0])}
 
 
-COLUMNS = ("video_fg_ari", "video_mbo", "own", "background", "other", "split", "kept", "used", "used_first")
+COLUMNS = ("video_fg_ari", "video_mbo", "own", "background", "other", "split", "kept", "used", "used_first",
+           "entropy")
 
 
 def main() -> None:
@@ -84,16 +87,23 @@ def main() -> None:
         for name, segment in segmenters.items():
             pred = segment(video, tuple(true.shape[-2:]))
             scores = video_scores(pred, true)
+            ent = [np.nan] * len(samples)
+            if name in models:  # the masks' entropy over slots on the model's token grid (losses.mask_entropy)
+                m = models[name]
+                masks = m(resize_video(video, (m.cfg.img_size,) * 2 if isinstance(m.cfg.img_size, int)
+                                       else tuple(m.cfg.img_size)), masks_only=True)["masks"]
+                ent = [float(mask_entropy(masks[b])) for b in range(len(samples))]
             for b in range(len(samples)):
                 rows[name].append({"video_fg_ari": scores["video_fg_ari"][b], "video_mbo": scores["video_mbo"][b],
-                                   **anatomy(pred[b].numpy(), true[b].numpy())})
+                                   **anatomy(pred[b].numpy(), true[b].numpy()), "entropy": ent[b]})
     print(f"{n} validation videos of {args.data}, {num_slots} segments; foreground pixels in own / background / "
           "other segments; split: segments with >= 10% of an object; kept: frames keeping the object's segment; "
-          "used: segments with > 1% of a frame (used_first: of the first frame)")
+          "used: segments with > 1% of a frame (used_first: of the first frame); entropy: the masks' over slots")
     print("| segmenter | " + " | ".join(COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 1) + "|")
     for name, r in rows.items():
-        print(f"| {name} | " + " | ".join(f"{np.nanmean([x[c] for x in r]):.3f}" for c in COLUMNS) + " |")
+        cells = [[x[c] for x in r if not np.isnan(x[c])] for c in COLUMNS]
+        print(f"| {name} | " + " | ".join(f"{np.mean(v):.3f}" if v else "-" for v in cells) + " |")
 
 
 if __name__ == "__main__":
