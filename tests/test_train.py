@@ -184,7 +184,7 @@ def test_training_with_a_burn_in_reads_longer_clips(tiny_dataset, tmp_path):
 def test_held_out_training_videos_choose_best_ckpt(tiny_dataset, tmp_path):
     import csv
 
-    from slotmatch.train import SlotContrastModule, make_loaders
+    from slotmatch.train import make_loaders
 
     cfg = tiny_config(tiny_dataset, max_steps=6, val_every=2, checkpoint_every=2, select_videos=2)
     train_loader, (val_loader, select_loader) = make_loaders(cfg, progress=False)
@@ -204,4 +204,5 @@ def test_held_out_training_videos_choose_best_ckpt(tiny_dataset, tmp_path):
     assert len(plot_run(run)) == 2  # the validation plot draws the held-out curve beside the model's
     with pytest.raises(ValueError, match="select_videos=6.*only 6 training videos"):
         make_loaders(tiny_config(tiny_dataset, select_videos=6), progress=False)
-    assert SlotContrastModule(cfg)  # the keys are known to the config check
+    with pytest.raises(ValueError, match="select_metric='mbo'"):
+        train(tiny_config(tiny_dataset, select_videos=2, select_metric="mbo"), str(tmp_path / "typo"), progress=False)

@@ -39,9 +39,9 @@ TRAIN_DEFAULTS = dict(
     select_videos=0,  # ours: hold out the training split's last n videos from training, score them at every
                       # validation, and keep checkpoints/best.ckpt, the step where they score best; the reported
                       # validation split never chooses (docs/RESULTS.md, session 8)
-    select_metric="video_mbo",
+    select_metric="video_mbo",  # what best.ckpt maximises on the held-out videos: video_mbo, video_fg_ari, ...
     mask_entropy=0.0,  # ours (paper: 0): weight of the masks' mean entropy over slots (losses.mask_entropy), a
-                       # penalty on masks that blend slots; the entropy is logged (train/mask_entropy) at any weight  # what best.ckpt maximises on the held-out videos: video_mbo, video_fg_ari, ...
+                       # penalty on masks that blend slots; the entropy is logged (train/mask_entropy) at any weight
     precision="32-true", devices=1, accelerator="auto",
 )
 
@@ -233,6 +233,9 @@ def mean_scores(batches: list[dict]) -> dict[str, float]:
     return {k: float(np.nanmean(np.concatenate([b[k] for b in batches]))) for k in batches[0]}
 
 
+SCORES = ("video_fg_ari", "video_mbo", "image_fg_ari", "image_mbo")  # what video_scores() returns
+
+
 def video_scores(pred: torch.Tensor, true: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-video FG-ARI and mBO (video and image variants) as numpy arrays of B values."""
     return {"video_fg_ari": metrics.video_fg_ari(pred, true).cpu().numpy(),
@@ -352,6 +355,8 @@ def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
                            auto_insert_metric_name=False, every_n_train_steps=ts["checkpoint_every"],
                            save_last=True, save_top_k=1, monitor="step", mode="max")
     callbacks = [ckpt]
+    if ts["select_metric"] not in SCORES:
+        raise ValueError(f"train.select_metric={ts['select_metric']!r}: choose one of {', '.join(SCORES)}")
     if ts["select_videos"]:  # best.ckpt: the step whose held-out training videos score best
         callbacks.append(ModelCheckpoint(dirpath=os.path.join(run_dir, "checkpoints"), filename="best",
                                          auto_insert_metric_name=False, monitor=f"select/{ts['select_metric']}",
