@@ -148,3 +148,6 @@ def test_the_mask_entropy_weight_adds_the_entropy_to_the_loss(tiny_dataset):
     assert 0 < float(ent) < math.log(4)  # logged at any weight
     assert float(terms[0.5]["loss"]) == pytest.approx(float(terms[0.0]["loss"] + 0.5 * ent), rel=1e-5)
     terms[0.5]["loss"].backward()  # the penalty reaches the model
+    torch.manual_seed(0)
+    late = SlotContrastModule(tiny_config(tiny_dataset, mask_entropy=0.5, mask_entropy_from=10))
+    assert float(late.compute_losses(batch)["loss"]) == pytest.approx(float(terms[0.0]["loss"]), rel=1e-5)  # step 0

@@ -42,6 +42,8 @@ TRAIN_DEFAULTS = dict(
     select_metric="video_mbo",  # what best.ckpt maximises on the held-out videos: video_mbo, video_fg_ari, ...
     mask_entropy=0.0,  # ours (paper: 0): weight of the masks' mean entropy over slots (losses.mask_entropy), a
                        # penalty on masks that blend slots; the entropy is logged (train/mask_entropy) at any weight
+    mask_entropy_from=0,  # ours: the step from which the penalty applies; from step 0 it collapses a fresh model
+                          # onto one slot (docs/RESULTS.md, session 8), once the slots have found objects it holds them
     precision="32-true", devices=1, accelerator="auto",
 )
 
@@ -144,10 +146,11 @@ class SlotContrastModule(L.LightningModule):
                                       "out": out})
 
     def add_mask_entropy(self, terms: dict) -> dict:
-        """terms with "mask_entropy" (the masks' mean entropy over slots) and, at `train.mask_entropy` > 0,
-        that weight of it added to "loss"."""
+        """terms with "mask_entropy" (the masks' mean entropy over slots) and, at `train.mask_entropy` > 0 from
+        step `train.mask_entropy_from` on, that weight of it added to "loss"."""
         ent = losses.mask_entropy(terms["out"]["masks"])
-        loss = terms["loss"] + self.ts["mask_entropy"] * ent if self.ts["mask_entropy"] else terms["loss"]
+        on = self.ts["mask_entropy"] and self.global_step >= self.ts["mask_entropy_from"]
+        loss = terms["loss"] + self.ts["mask_entropy"] * ent if on else terms["loss"]
         return {**terms, "loss": loss, "mask_entropy": ent}
 
     def training_step(self, batch, batch_idx):
