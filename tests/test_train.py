@@ -184,6 +184,7 @@ def test_training_with_a_burn_in_reads_longer_clips(tiny_dataset, tmp_path):
 def test_held_out_training_videos_choose_best_ckpt(tiny_dataset, tmp_path):
     import csv
 
+    from slotmatch.plots import plot_run
     from slotmatch.train import make_loaders
 
     cfg = tiny_config(tiny_dataset, max_steps=6, val_every=2, checkpoint_every=2, select_videos=2)
@@ -199,8 +200,6 @@ def test_held_out_training_videos_choose_best_ckpt(tiny_dataset, tmp_path):
     scores = [float(r["select/video_mbo"]) for r in rows]
     best = read_checkpoint(os.path.join(run, "checkpoints", "best.ckpt"))
     assert best["global_step"] == 2 * (1 + scores.index(max(scores)))  # the first of equal scores is kept
-    from slotmatch.plots import plot_run
-
     assert len(plot_run(run)) == 2  # the validation plot draws the held-out curve beside the model's
     with pytest.raises(ValueError, match="select_videos=6.*only 6 training videos"):
         make_loaders(tiny_config(tiny_dataset, select_videos=6), progress=False)
