@@ -36,6 +36,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"c": "movi-c-like-gpu", "e": "movi-e-like-gpu"}
+
+
 def frozen_preset_overrides() -> list[str]:
     """The `*-frozen` presets' model and training settings as overrides of the GPU preset, read from
     configs/offline-frozen.yaml so that the recipe follows the presets."""

@@ -10,7 +10,8 @@ pixel of the validation videos by the segment (slot) it is given, per frame:
 and per object and frame, how many segments hold at least 10% of its pixels (split), and how many frames
 keep the object's most common segment (identity kept over the video). Per frame, the segments with more
 than 1% of the pixels (used; used_first: in the first frame, before any slots are carried). For models, the
-masks' mean entropy over slots per token (entropy, losses.mask_entropy: 0 for hard masks, log K for shared ones). Rows for the grid and kmeans-colour references are printed beside the models.
+masks' mean entropy over slots per token (entropy, losses.mask_entropy: 0 for hard masks, log K for shared
+ones). Rows for the grid and kmeans-colour references are printed beside the models.
 Comparing a model at its peak with the same model later says which failure its drift is made of.
 """
 
@@ -21,7 +22,8 @@ import torch
 
 from slotmatch.checkpoint import load_model
 from slotmatch.data import open_dataset
-from slotmatch.evaluate import predict_ids, resize_video
+from slotmatch.evaluate import _pair, resize_video
+from slotmatch.metrics import masks_to_ids
 from slotmatch.losses import mask_entropy
 from slotmatch.references import reference_ids
 from slotmatch.train import video_scores
@@ -64,6 +66,15 @@ COLUMNS = ("video_fg_ari", "video_mbo", "own", "background", "other", "split", "
            "entropy")
 
 
+def model_segmenter(model):
+    """(video, size) -> (ids at size, per-video mask entropy) from one pass of the model, as predict_ids segments."""
+    def segment(video, size):
+        out = model(resize_video(video, _pair(model.cfg.img_size)), masks_only=True)
+        ids = masks_to_ids(out["masks"].unflatten(-1, tuple(out["mask_grid"])), tuple(size))
+        return ids, [float(mask_entropy(m)) for m in out["masks"]]
+    return segment
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -75,9 +86,11 @@ def main() -> None:
     data = open_dataset(args.data, "validation")
     models = {path: load_model(path)[0].eval() for path in args.checkpoints}
     num_slots = next(iter(models.values())).cfg.num_slots
-    segmenters = {"grid": lambda v, s: reference_ids("grid", v.permute(0, 1, 3, 4, 2), num_slots),
-                  "kmeans-colour": lambda v, s: reference_ids("kmeans-colour", v.permute(0, 1, 3, 4, 2), num_slots),
-                  **{path: (lambda m: lambda v, s: predict_ids(m, v, s))(m) for path, m in models.items()}}
+    def reference(name):  # no masks, so no entropy
+        return lambda v, s: (reference_ids(name, v.permute(0, 1, 3, 4, 2), num_slots), [np.nan] * len(v))
+
+    segmenters = {"grid": reference("grid"), "kmeans-colour": reference("kmeans-colour"),
+                  **{path: model_segmenter(m) for path, m in models.items()}}
     rows: dict[str, list[dict]] = {name: [] for name in segmenters}
     n = min(args.videos, len(data))
     for start in range(0, n, args.batch):
@@ -85,14 +98,8 @@ def main() -> None:
         video = torch.stack([s["video"] for s in samples])
         true = torch.stack([s["segmentations"] for s in samples]).long()
         for name, segment in segmenters.items():
-            pred = segment(video, tuple(true.shape[-2:]))
+            pred, ent = segment(video, tuple(true.shape[-2:]))
             scores = video_scores(pred, true)
-            ent = [np.nan] * len(samples)
-            if name in models:  # the masks' entropy over slots on the model's token grid (losses.mask_entropy)
-                m = models[name]
-                masks = m(resize_video(video, (m.cfg.img_size,) * 2 if isinstance(m.cfg.img_size, int)
-                                       else tuple(m.cfg.img_size)), masks_only=True)["masks"]
-                ent = [float(mask_entropy(masks[b])) for b in range(len(samples))]
             for b in range(len(samples)):
                 rows[name].append({"video_fg_ari": scores["video_fg_ari"][b], "video_mbo": scores["video_mbo"][b],
                                    **anatomy(pred[b].numpy(), true[b].numpy()), "entropy": ent[b]})

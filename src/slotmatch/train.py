@@ -148,8 +148,9 @@ class SlotContrastModule(L.LightningModule):
     def add_mask_entropy(self, terms: dict) -> dict:
         """terms with "mask_entropy" (the masks' mean entropy over slots) and, at `train.mask_entropy` > 0 from
         step `train.mask_entropy_from` on, that weight of it added to "loss"."""
-        ent = losses.mask_entropy(terms["out"]["masks"])
         on = self.ts["mask_entropy"] and self.global_step >= self.ts["mask_entropy_from"]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and bool(on)):  # only logged: no graph to keep
+            ent = losses.mask_entropy(terms["out"]["masks"])
         loss = terms["loss"] + self.ts["mask_entropy"] * ent if on else terms["loss"]
         return {**terms, "loss": loss, "mask_entropy": ent}
 
