@@ -151,3 +151,20 @@ def test_the_mask_entropy_weight_adds_the_entropy_to_the_loss(tiny_dataset):
     torch.manual_seed(0)
     late = SlotContrastModule(tiny_config(tiny_dataset, mask_entropy=0.5, mask_entropy_from=10))
     assert float(late.compute_losses(batch)["loss"]) == pytest.approx(float(terms[0.0]["loss"]), rel=1e-5)  # step 0
+
+
+def test_the_mask_entropy_weight_ramps_up_from_its_first_step(tiny_dataset, monkeypatch):
+    from conftest import tiny_config
+    from slotmatch.train import SlotContrastModule
+
+    m = SlotContrastModule(tiny_config(tiny_dataset, mask_entropy=0.4, mask_entropy_from=10, mask_entropy_ramp=4))
+    weights = {}
+    for step in (0, 9, 10, 11, 13, 14, 100):
+        monkeypatch.setattr(SlotContrastModule, "global_step", property(lambda self, s=step: s))
+        weights[step] = m.mask_entropy_weight()
+    assert weights == pytest.approx({0: 0, 9: 0, 10: 0.1, 11: 0.2, 13: 0.4, 14: 0.4, 100: 0.4})
+    batch = {"video": torch.rand(2, 2, 3, 32, 32)}
+    monkeypatch.setattr(SlotContrastModule, "global_step", property(lambda self: 11))
+    terms = m.compute_losses(batch)
+    rec_con = terms["rec"] + m.ts["contrast_weight"] * terms["contrast"]
+    assert float(terms["loss"]) == pytest.approx(float(rec_con + 0.2 * terms["mask_entropy"]), rel=1e-5)

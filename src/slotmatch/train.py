@@ -44,6 +44,8 @@ TRAIN_DEFAULTS = dict(
                        # penalty on masks that blend slots; the entropy is logged (train/mask_entropy) at any weight
     mask_entropy_from=0,  # ours: the step from which the penalty applies; from step 0 it collapses a fresh model
                           # onto one slot (docs/RESULTS.md, session 8), once the slots have found objects it holds them
+    mask_entropy_ramp=0,  # ours: over this many steps from mask_entropy_from, the weight grows linearly from 0 to
+                          # train.mask_entropy (0: switched on at full weight)
     precision="32-true", devices=1, accelerator="auto",
 )
 
@@ -145,13 +147,21 @@ class SlotContrastModule(L.LightningModule):
         return self.add_mask_entropy({"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con,
                                       "out": out})
 
+    def mask_entropy_weight(self) -> float:
+        """The penalty's weight at this step: 0 before `train.mask_entropy_from`, then rising linearly to
+        `train.mask_entropy` over `train.mask_entropy_ramp` steps."""
+        w, start, ramp = self.ts["mask_entropy"], self.ts["mask_entropy_from"], self.ts["mask_entropy_ramp"]
+        if not w or self.global_step < start:
+            return 0.0
+        return w * min(1.0, (self.global_step - start + 1) / ramp) if ramp > 0 else w
+
     def add_mask_entropy(self, terms: dict) -> dict:
-        """terms with "mask_entropy" (the masks' mean entropy over slots) and, at `train.mask_entropy` > 0 from
-        step `train.mask_entropy_from` on, that weight of it added to "loss"."""
-        on = self.ts["mask_entropy"] and self.global_step >= self.ts["mask_entropy_from"]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and bool(on)):  # only logged: no graph to keep
+        """terms with "mask_entropy" (the masks' mean entropy over slots) and, while `mask_entropy_weight` is
+        above 0, that weight of it added to "loss"."""
+        w = self.mask_entropy_weight()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and w > 0):  # only logged: no graph to keep
             ent = losses.mask_entropy(terms["out"]["masks"])
-        loss = terms["loss"] + self.ts["mask_entropy"] * ent if on else terms["loss"]
+        loss = terms["loss"] + w * ent if w > 0 else terms["loss"]
         return {**terms, "loss": loss, "mask_entropy": ent}
 
     def training_step(self, batch, batch_idx):
