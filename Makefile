@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO ?= outputs/demo
 SM := $(VENV)/bin/slotmatch
-DEMO_TRAIN := data.path=$(DEMO)/data train.max_steps=40 train.val_every=20 train.checkpoint_every=20 train.num_val_videos=4
+DEMO_TRAIN := data.path=$(DEMO)/data train.max_steps=40 train.val_every=20 train.checkpoint_every=20 train.num_val_videos=4 train.select_videos=4
 
 .PHONY: demo test install clean-demo
 

@@ -45,8 +45,9 @@ def frozen_preset_overrides() -> list[str]:
 
     with open(os.path.join(ROOT, "src", "slotmatch", "configs", "offline-frozen.yaml")) as f:
         preset = yaml.safe_load(f)
-    keys = {"data": ["clip_length"], "model": ["encoder", "target", "mask_source"], "student": ["encoder"],
-            "train": ["feature_cache", "decoded_tokens", "burn_in", "contrast_max_gap"]}
+    keys = {"data": ["clip_length"], "model": ["encoder", "target", "mask_source", "input_norm"], "student": ["encoder"],
+            "train": ["feature_cache", "decoded_tokens", "burn_in", "contrast_max_gap", "mask_entropy", "mask_entropy_from",
+                      "select_videos"]}
     return [f"{section}.{key}={json.dumps(preset[section][key])}" for section, names in keys.items() for key in names]
 
 
