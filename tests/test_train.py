@@ -205,3 +205,22 @@ def test_held_out_training_videos_choose_best_ckpt(tiny_dataset, tmp_path):
         make_loaders(tiny_config(tiny_dataset, select_videos=6), progress=False)
     with pytest.raises(ValueError, match="select_metric='mbo'"):
         train(tiny_config(tiny_dataset, select_videos=2, select_metric="mbo"), str(tmp_path / "typo"), progress=False)
+
+
+def test_a_copied_run_keeps_its_best_score_on_resume(tmp_path):
+    from slotmatch.train import _run_checkpoint_class
+
+    RunCheckpoint = _run_checkpoint_class()
+    old = RunCheckpoint(dirpath=str(tmp_path / "a" / "checkpoints"), filename="best", monitor="select/video_mbo")
+    state = dict(old.state_dict(), best_model_score=torch.tensor(0.3),
+                 best_model_path=os.path.join(old.dirpath, "best.ckpt"),
+                 best_k_models={os.path.join(old.dirpath, "best.ckpt"): torch.tensor(0.3)})
+    os.makedirs(tmp_path / "b" / "checkpoints")
+    new = RunCheckpoint(dirpath=str(tmp_path / "b" / "checkpoints"), filename="best", monitor="select/video_mbo")
+    new.load_state_dict(dict(state))
+    assert new.best_model_score is None  # best.ckpt was not copied along: nothing to keep
+    (tmp_path / "b" / "checkpoints" / "best.ckpt").write_bytes(b"")
+    new.load_state_dict(dict(state))
+    assert float(new.best_model_score) == pytest.approx(0.3)  # a later, worse step will not overwrite best.ckpt
+    assert new.best_model_path == os.path.join(new.dirpath, "best.ckpt")
+    assert list(new.best_k_models) == [new.best_model_path]

@@ -360,9 +360,38 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
+def _run_checkpoint_class():
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class RunCheckpoint(ModelCheckpoint):
+        """Lightning's ModelCheckpoint that survives a moved or copied run folder: on resume, paths recorded under
+        the old checkpoints folder are read as the same files in this one, so best.ckpt keeps its score (Lightning
+        would forget it and overwrite best.ckpt with the next, possibly worse, step). A recorded best file that is
+        missing here is forgotten, as before."""
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            old = state_dict.get("dirpath", self.dirpath)
+            if old and self.dirpath and old != self.dirpath:
+                def here(path):
+                    if isinstance(path, str) and os.path.dirname(path) == old:
+                        return os.path.join(self.dirpath, os.path.basename(path))
+                    return path
+
+                moved = dict(state_dict, dirpath=self.dirpath)
+                for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                    moved[key] = here(state_dict.get(key))
+                moved["best_k_models"] = {here(p): v for p, v in (state_dict.get("best_k_models") or {}).items()}
+                if not moved["best_model_path"] or os.path.exists(moved["best_model_path"]):
+                    state_dict = moved
+            super().load_state_dict(state_dict)
+
+    return RunCheckpoint
+
+
+def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    ModelCheckpoint = _run_checkpoint_class()
 
     ts = train_settings(cfg)
     ckpt = ModelCheckpoint(dirpath=os.path.join(run_dir, "checkpoints"), filename="step{step:07d}",
