@@ -288,3 +288,12 @@ def test_with_a_burn_in_each_model_carries_its_own_slots_into_the_clip(tiny_data
         assert torch.allclose(seen["teacher"], m.teacher(video)["slots"][:, 2:], atol=1e-5)
         m.model.eval()
         assert torch.allclose(seen["student"], m.model(video)["slots"][:, 2:], atol=1e-5)
+
+
+def test_distillation_with_ema_saves_a_student_that_loads(tiny_dataset, teacher_ckpt, tmp_path):
+    last = distill(tiny_config(tiny_dataset, ema=0.9), teacher_ckpt, str(tmp_path / "ema"), progress=False)
+    student, _ = load_model(last)
+    teacher, _ = load_model(teacher_ckpt)
+    assert count_parameters(student)["total"] < count_parameters(teacher)["total"]  # the student, not the teacher
+    inside, _ = load_model(last, which="teacher")
+    assert all(torch.equal(inside.state_dict()[k], v) for k, v in teacher.state_dict().items())  # teacher untouched

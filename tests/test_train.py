@@ -224,3 +224,24 @@ def test_a_copied_run_keeps_its_best_score_on_resume(tmp_path):
     assert float(new.best_model_score) == pytest.approx(0.3)  # a later, worse step will not overwrite best.ckpt
     assert new.best_model_path == os.path.join(new.dirpath, "best.ckpt")
     assert list(new.best_k_models) == [new.best_model_path]
+
+
+def test_ema_validates_and_saves_averaged_weights_while_the_raw_ones_train(tiny_dataset, tmp_path):
+    plain = tiny_config(tiny_dataset, max_steps=4)
+    train(plain, str(tmp_path / "plain"), progress=False)
+    ema = tiny_config(tiny_dataset, max_steps=4, ema=0.999999)  # the average stays at the weights after step 1
+    train(ema, str(tmp_path / "ema"), progress=False)
+    raw = read_checkpoint(str(tmp_path / "plain" / "checkpoints" / "step0000004.ckpt"))["state_dict"]
+    step4 = torch.load(str(tmp_path / "ema" / "checkpoints" / "step0000004.ckpt"), map_location="cpu",
+                       weights_only=True)
+    trained = [k for k in raw if k.startswith("model.") and "encoder" not in k and raw[k].is_floating_point()]
+    assert trained
+    for k in trained:  # the raw weights train exactly as without the average
+        torch.testing.assert_close(step4["current_model_state"][k], raw[k])
+    moved = [k for k in trained if not torch.allclose(step4["state_dict"][k], raw[k])]
+    assert len(moved) > len(trained) // 2  # what evaluate and distill read is the average, not the raw weights
+    last = train(tiny_config(tiny_dataset, max_steps=6, ema=0.999999), str(tmp_path / "ema"), resume=True,
+                 progress=False)
+    assert read_checkpoint(last)["global_step"] == 6
+    with pytest.raises(ValueError, match="train.ema=1.5"):
+        train(tiny_config(tiny_dataset, ema=1.5), str(tmp_path / "bad"), progress=False)

@@ -46,6 +46,8 @@ TRAIN_DEFAULTS = dict(
                           # onto one slot (docs/RESULTS.md, session 8), once the slots have found objects it holds them
     mask_entropy_ramp=0,  # ours: over this many steps from mask_entropy_from, the weight grows linearly from 0 to
                           # train.mask_entropy (0: switched on at full weight)
+    ema=0.0,  # ours (paper: none): validate, select and save an exponential moving average of the weights with this
+              # decay per step (e.g. 0.995: about the last 200 steps); the raw weights keep training. 0: off
     precision="32-true", devices=1, accelerator="auto",
 )
 
@@ -388,6 +390,21 @@ def _run_checkpoint_class():
     return RunCheckpoint
 
 
+def ema_callback(decay: float):
+    """Lightning's WeightAveraging with an exponential moving average: validation, overlays, best.ckpt and every
+    checkpoint's `state_dict` hold the averaged weights (what evaluate, export and distill read); the raw weights
+    travel in the checkpoint as `current_model_state`, so a resumed run keeps training them."""
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"train.ema={decay}: the decay must lie in (0, 1), e.g. 0.995, or be 0 to switch it off")
+
+    def ema(average, current, num_averaged):  # written so that a frozen weight (a teacher, an encoder) stays exact
+        return average + (1.0 - decay) * (current - average)
+
+    return WeightAveraging(use_buffers=True, avg_fn=ema)
+
+
 def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -405,6 +422,8 @@ def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
                                          auto_insert_metric_name=False, monitor=f"select/{ts['select_metric']}",
                                          mode="max", save_top_k=1, save_on_train_epoch_end=False,
                                          enable_version_counter=False))
+    if ts["ema"]:
+        callbacks.append(ema_callback(ts["ema"]))
     # a resumed run logs into logs_1, logs_2, ...: Lightning's CSV logger would overwrite an earlier metrics.csv
     n = 0
     while os.path.exists(os.path.join(run_dir, "logs" if n == 0 else f"logs_{n}", "metrics.csv")):
