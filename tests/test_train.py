@@ -210,7 +210,11 @@ def test_held_out_training_videos_choose_best_ckpt(tiny_dataset, tmp_path):
 def test_a_copied_run_keeps_its_best_score_on_resume(tmp_path):
     from slotmatch.train import _run_checkpoint_class
 
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     RunCheckpoint = _run_checkpoint_class()
+    kwargs = dict(dirpath=str(tmp_path), monitor="step", mode="max", every_n_train_steps=250)
+    assert RunCheckpoint(**kwargs).state_key == ModelCheckpoint(**kwargs).state_key  # older runs resume their state
     old = RunCheckpoint(dirpath=str(tmp_path / "a" / "checkpoints"), filename="best", monitor="select/video_mbo")
     state = dict(old.state_dict(), best_model_score=torch.tensor(0.3),
                  best_model_path=os.path.join(old.dirpath, "best.ckpt"),
@@ -240,6 +244,9 @@ def test_ema_validates_and_saves_averaged_weights_while_the_raw_ones_train(tiny_
         torch.testing.assert_close(step4["current_model_state"][k], raw[k])
     moved = [k for k in trained if not torch.allclose(step4["state_dict"][k], raw[k])]
     assert len(moved) > len(trained) // 2  # what evaluate and distill read is the average, not the raw weights
+    final = torch.load(str(tmp_path / "ema" / "checkpoints" / "last.ckpt"), map_location="cpu", weights_only=True)
+    for k in trained:  # the last.ckpt written after training still carries the raw weights for a resume
+        torch.testing.assert_close(final["current_model_state"][k], raw[k])
     last = train(tiny_config(tiny_dataset, max_steps=6, ema=0.999999), str(tmp_path / "ema"), resume=True,
                  progress=False)
     assert read_checkpoint(last)["global_step"] == 6

@@ -371,6 +371,10 @@ def _run_checkpoint_class():
         would forget it and overwrite best.ckpt with the next, possibly worse, step). A recorded best file that is
         missing here is forgotten, as before."""
 
+        @property
+        def state_key(self) -> str:  # ModelCheckpoint's key: runs checkpointed before this class resume as before
+            return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__):]
+
         def load_state_dict(self, state_dict: dict) -> None:
             old = state_dict.get("dirpath", self.dirpath)
             if old and self.dirpath and old != self.dirpath:
@@ -402,7 +406,11 @@ def ema_callback(decay: float):
     def ema(average, current, num_averaged):  # written so that a frozen weight (a teacher, an encoder) stays exact
         return average + (1.0 - decay) * (current - average)
 
-    return WeightAveraging(use_buffers=True, avg_fn=ema)
+    class EMAWeights(WeightAveraging):
+        def on_train_end(self, trainer, pl_module):  # keep the raw weights in the module, so the last.ckpt that
+            pass                                     # fit() writes after training still resumes them
+
+    return EMAWeights(use_buffers=True, avg_fn=ema)
 
 
 def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
