@@ -416,20 +416,20 @@ def ema_callback(decay: float):
 def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    ModelCheckpoint = _run_checkpoint_class()
+    RunCheckpoint = _run_checkpoint_class()
 
     ts = train_settings(cfg)
-    ckpt = ModelCheckpoint(dirpath=os.path.join(run_dir, "checkpoints"), filename="step{step:07d}",
+    ckpt = RunCheckpoint(dirpath=os.path.join(run_dir, "checkpoints"), filename="step{step:07d}",
                            auto_insert_metric_name=False, every_n_train_steps=ts["checkpoint_every"],
                            save_last=True, save_top_k=1, monitor="step", mode="max")
     callbacks = [ckpt]
     if ts["select_metric"] not in SCORES:
         raise ValueError(f"train.select_metric={ts['select_metric']!r}: choose one of {', '.join(SCORES)}")
     if ts["select_videos"]:  # best.ckpt: the step whose held-out training videos score best
-        callbacks.append(ModelCheckpoint(dirpath=os.path.join(run_dir, "checkpoints"), filename="best",
-                                         auto_insert_metric_name=False, monitor=f"select/{ts['select_metric']}",
-                                         mode="max", save_top_k=1, save_on_train_epoch_end=False,
-                                         enable_version_counter=False))
+        callbacks.append(RunCheckpoint(dirpath=os.path.join(run_dir, "checkpoints"), filename="best",
+                                       auto_insert_metric_name=False, monitor=f"select/{ts['select_metric']}",
+                                       mode="max", save_top_k=1, save_on_train_epoch_end=False,
+                                       enable_version_counter=False))
     if ts["ema"]:
         callbacks.append(ema_callback(ts["ema"]))
     # a resumed run logs into logs_1, logs_2, ...: Lightning's CSV logger would overwrite an earlier metrics.csv
