@@ -2,6 +2,7 @@
 
 import os
 
+import lightning as L
 import pytest
 import torch
 
@@ -250,5 +251,37 @@ def test_ema_validates_and_saves_averaged_weights_while_the_raw_ones_train(tiny_
     last = train(tiny_config(tiny_dataset, max_steps=6, ema=0.999999), str(tmp_path / "ema"), resume=True,
                  progress=False)
     assert read_checkpoint(last)["global_step"] == 6
+    with pytest.raises(CheckpointError, match="train.ema=0.999999"):  # switched off, it would train on the average
+        train(tiny_config(tiny_dataset, max_steps=8), str(tmp_path / "ema"), resume=True, progress=False)
     with pytest.raises(ValueError, match="train.ema=1.5"):
         train(tiny_config(tiny_dataset, ema=1.5), str(tmp_path / "bad"), progress=False)
+
+
+def test_ema_moves_only_the_trained_weights_and_lives_on_the_training_device():
+    from types import SimpleNamespace
+
+    from slotmatch.train import ema_callback
+
+    class Net(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.frozen, self.trained = torch.nn.Linear(2, 2).requires_grad_(False), torch.nn.Linear(2, 2)
+            self.register_buffer("stat", torch.zeros(2))
+
+    net, callback = Net(), ema_callback(0.5)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), global_step=1)
+    callback.setup(trainer, net, "fit")
+    assert all(p.device == trainer.strategy.root_device for p in callback._average_model.parameters())
+    callback.on_train_batch_end(trainer, net, None, None, 0)  # the first update copies every weight
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        net.stat += 2.0
+    trainer.global_step = 2
+    callback.on_train_batch_end(trainer, net, None, None, 1)
+    average = callback._average_model.module
+    torch.testing.assert_close(average.trained.weight, net.trained.weight - 0.5)  # halfway with decay 0.5
+    torch.testing.assert_close(average.stat, torch.ones(2))
+    torch.testing.assert_close(average.frozen.weight, net.frozen.weight - 1.0)  # a frozen weight is never read
+    callback.on_train_batch_end(trainer, net, None, None, 1)  # the same optimizer step: no second update
+    torch.testing.assert_close(average.trained.weight, net.trained.weight - 0.5)

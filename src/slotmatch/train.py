@@ -343,6 +343,10 @@ def prepare_run(cfg: dict, run_dir: str, resume: bool, model_cfg: dict | None = 
         if saved_burn != train_settings(cfg)["burn_in"]:  # the presets changed it: say so, do not switch silently
             raise CheckpointError(f"{last}: the run was trained with train.burn_in={saved_burn}, the config given "
                                   f"has {train_settings(cfg)['burn_in']}; pass train.burn_in={saved_burn} to resume it")
+        saved_ema = (hp.get("cfg") or {}).get("train", {}).get("ema", 0)
+        if saved_ema and not train_settings(cfg)["ema"]:  # its state_dict is the average: do not train on from it
+            raise CheckpointError(f"{last}: the run was trained with train.ema={saved_ema} (its raw weights travel "
+                                  f"beside the average); pass train.ema={saved_ema} to resume it")
     with open(cfg_path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     return last if resume else None
@@ -397,20 +401,47 @@ def _run_checkpoint_class():
 def ema_callback(decay: float):
     """Lightning's WeightAveraging with an exponential moving average: validation, overlays, best.ckpt and every
     checkpoint's `state_dict` hold the averaged weights (what evaluate, export and distill read); the raw weights
-    travel in the checkpoint as `current_model_state`, so a resumed run keeps training them."""
+    travel in the checkpoint as `current_model_state`, so a resumed run keeps training them. The average lives on
+    the training device and each step moves only the trained weights (and floating buffers): a frozen encoder or
+    teacher is never touched, so it stays bit-exact and costs no time."""
     from lightning.pytorch.callbacks import WeightAveraging
 
     if not 0.0 < decay < 1.0:
         raise ValueError(f"train.ema={decay}: the decay must lie in (0, 1), e.g. 0.995, or be 0 to switch it off")
 
-    def ema(average, current, num_averaged):  # written so that a frozen weight (a teacher, an encoder) stays exact
-        return average + (1.0 - decay) * (current - average)
-
     class EMAWeights(WeightAveraging):
+        def setup(self, trainer, pl_module, stage):  # on the device the module trains on, not where it was built
+            if stage == "fit" and self._device is None:
+                self._device = trainer.strategy.root_device
+            self._pairs = None
+            super().setup(trainer, pl_module, stage)
+
+        def averaged_pairs(self, pl_module) -> tuple[list, list]:
+            """(average, current) tensors that move: trained parameters and floating-point buffers. Found at the
+            first update, once the module sits on its device (moving a module replaces its buffers)."""
+            if self._pairs is None:
+                avg = self._average_model.module
+                pairs = [(a, w) for a, w in zip(avg.parameters(), pl_module.parameters()) if w.requires_grad]
+                pairs += [(a, w) for a, w in zip(avg.buffers(), pl_module.buffers()) if w.is_floating_point()]
+                self._pairs = ([a for a, _ in pairs], [w for _, w in pairs])
+            return self._pairs
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step <= self._latest_update_step:
+                return
+            if int(self._average_model.n_averaged) == 0:  # the first update copies every weight
+                self._average_model.update_parameters(pl_module)
+            else:
+                with torch.no_grad():  # average + (1 - d)(current - average)
+                    average, current = self.averaged_pairs(pl_module)
+                    torch._foreach_lerp_(average, [w.detach() for w in current], 1.0 - decay)
+                self._average_model.n_averaged += 1
+            self._latest_update_step = trainer.global_step
+
         def on_train_end(self, trainer, pl_module):  # keep the raw weights in the module, so the last.ckpt that
             pass                                     # fit() writes after training still resumes them
 
-    return EMAWeights(use_buffers=True, avg_fn=ema)
+    return EMAWeights(use_buffers=True)
 
 
 def make_trainer(cfg: dict, run_dir: str, progress: bool = True) -> L.Trainer:
