@@ -7,7 +7,7 @@ as parallel processes (small models leave most of it idle when alone).
   phase 1  for each dataset, one teacher per recipe in RECIPES, in parallel, --seconds each;
            then each teacher's video mBO on the validation split picks the dataset's recipe
   phase 2  from each dataset's best teacher, in parallel, --seconds each: the SlotMatch student, the
-           same student alone (distill.beta=0), + feature KD, + mask KD, and the teacher trained on
+           same student alone (distill.beta=0), + feature KD, + mask KD, beta = 0.1, and the teacher trained on
            for as long again (the "long" teacher)
   bench    `slotmatch benchmark` of teacher vs SlotMatch student (trained checkpoints) and
            benchmarks/bench_models.py at the paper's sizes, on the GPU
@@ -83,6 +83,7 @@ STUDENTS = {
     "alone": ["distill.beta=0"],
     "featurekd": ["distill.feature_kd=1"],
     "maskkd": ["distill.mask_kd=1"],
+    "beta01": ["distill.beta=0.1"],  # a tenth of the KD weight: level with the student alone on the CPU (RESULTS session 11 part 4)
 }
 LOG = None
 
