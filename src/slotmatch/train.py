@@ -339,12 +339,12 @@ def prepare_run(cfg: dict, run_dir: str, resume: bool, model_cfg: dict | None = 
         if hp["model_cfg"] != model_cfg:
             raise CheckpointError(f"{last}: checkpoint is from another model config than the one given "
                                   f"(saved {hp['model_cfg']}, given {model_cfg})")
-        saved_burn = (hp.get("cfg") or {}).get("train", {}).get("burn_in", 0)
-        if saved_burn != train_settings(cfg)["burn_in"]:  # the presets changed it: say so, do not switch silently
+        saved, ts = (hp.get("cfg") or {}).get("train", {}), train_settings(cfg)
+        saved_burn, saved_ema = saved.get("burn_in", 0), saved.get("ema", 0)
+        if saved_burn != ts["burn_in"]:  # the presets changed it: say so, do not switch silently
             raise CheckpointError(f"{last}: the run was trained with train.burn_in={saved_burn}, the config given "
-                                  f"has {train_settings(cfg)['burn_in']}; pass train.burn_in={saved_burn} to resume it")
-        saved_ema = (hp.get("cfg") or {}).get("train", {}).get("ema", 0)
-        if saved_ema and not train_settings(cfg)["ema"]:  # its state_dict is the average: do not train on from it
+                                  f"has {ts['burn_in']}; pass train.burn_in={saved_burn} to resume it")
+        if saved_ema and not ts["ema"]:  # its state_dict is the average: do not train on from it
             raise CheckpointError(f"{last}: the run was trained with train.ema={saved_ema} (its raw weights travel "
                                   f"beside the average); pass train.ema={saved_ema} to resume it")
     with open(cfg_path, "w") as f:
@@ -429,7 +429,8 @@ def ema_callback(decay: float):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.global_step <= self._latest_update_step:
                 return
-            if int(self._average_model.n_averaged) == 0:  # the first update copies every weight
+            # the first update copies every weight (no device sync to ask, once this fit's pairs are found)
+            if self._pairs is None and int(self._average_model.n_averaged) == 0:
                 self._average_model.update_parameters(pl_module)
             else:
                 with torch.no_grad():  # average + (1 - d)(current - average)
