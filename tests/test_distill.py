@@ -73,6 +73,26 @@ def test_every_ablation_switch_changes_the_loss(tiny_dataset, teacher_ckpt):
     assert "mask_kd" in mask and mask["loss"] == pytest.approx(ref["loss"] + mask["mask_kd"], rel=1e-5)
 
 
+def test_a_decaying_kd_weight_falls_linearly_to_zero_and_weighs_the_kd_term(tiny_dataset, teacher_ckpt, monkeypatch):
+    cfg = tiny_config(tiny_dataset)
+    cfg["distill"].update(beta=0.5, beta_decay_steps=4)
+    m = SlotMatchModule(cfg, teacher_ckpt)
+    assert torch.equal(m.model.initializer.slots, m.teacher.initializer.slots)  # still a distillation from step 0
+    weights, losses = [], []
+    for step in (0, 1, 2, 4, 9):
+        monkeypatch.setattr(SlotMatchModule, "global_step", property(lambda self, s=step: s))
+        weights.append(m.kd_weight())
+        t = {k: float(v) for k, v in m.compute_losses(_batch()).items() if k != "out"}
+        losses.append(t["loss"] - t["rec"] - 0.5 * t["contrast"] - t["mask_entropy"] * m.mask_entropy_weight())
+        assert t["kd"] > 0  # still computed (and logged) once its weight is 0
+    assert weights == pytest.approx([0.5, 0.375, 0.25, 0.0, 0.0])
+    kd = float(m.compute_losses(_batch())["kd"])
+    assert losses == pytest.approx([w * kd for w in weights], abs=1e-5)
+    cfg["distill"]["beta_decay_steps"] = -1
+    with pytest.raises(ValueError, match="beta_decay_steps"):
+        SlotMatchModule(cfg, teacher_ckpt)
+
+
 def test_distillation_run_saves_student_and_teacher(student_run):
     run, last = student_run
     assert read_checkpoint(last)["global_step"] == 4

@@ -7,7 +7,8 @@ initialisations, and the student's are copied from the teacher's at the start of
 (`distill.copy_slot_init`), so index k means the same object in both from step 0 — no matching step.
 The ablation terms the paper found redundant are switches: `feature_kd` (student decoder output vs
 the teacher's, through a linear map when their sizes differ) and `mask_kd` (KL between the two
-models' decoder masks). beta = 0 trains the same student alone.
+models' decoder masks). beta = 0 trains the same student alone. `beta_decay_steps: n` (ours, not the paper's)
+lowers beta linearly to 0 over the first n steps: the teacher guides early, the student is on its own later.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
 from slotmatch.train import FORMAT, SlotContrastModule, fit, mean_scores, oracle_input, rollout_slots, video_scores
 
-DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, feature_kd=0.0, mask_kd=0.0, copy_slot_init=None, teacher_checkpoint=None)
+DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, beta_decay_steps=0, feature_kd=0.0, mask_kd=0.0, copy_slot_init=None, teacher_checkpoint=None)
 
 
 def distill_settings(cfg: dict) -> dict:
@@ -37,6 +38,8 @@ def distill_settings(cfg: dict) -> dict:
     ds = {**DISTILL_DEFAULTS, **cfg.get("distill", {})}
     if ds["copy_slot_init"] is None:
         ds["copy_slot_init"] = ds["beta"] > 0
+    if ds["beta_decay_steps"] < 0:
+        raise ValueError(f"distill.beta_decay_steps must be 0 (constant beta) or a number of steps, not {ds['beta_decay_steps']}")
     return ds
 
 
@@ -84,6 +87,11 @@ class SlotMatchModule(SlotContrastModule):
         self.teacher.eval()  # frozen: dropout/norm statistics never change
         return self
 
+    def kd_weight(self) -> float:
+        """beta at this step: `distill.beta`, or with `distill.beta_decay_steps: n` beta * (1 - step / n), 0 from step n."""
+        beta, n = self.ds["beta"], self.ds["beta_decay_steps"]
+        return beta * max(0.0, 1.0 - self.global_step / n) if n > 0 else beta
+
     def compute_losses(self, batch: dict) -> dict:
         burn, batch = self.draw_burn_in(batch)  # both models carry their own slots through the same burn-in
         out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"),
@@ -101,7 +109,7 @@ class SlotMatchModule(SlotContrastModule):
                                         max_gap=self.ts["contrast_max_gap"])
         kd = losses.slot_distillation_loss(out["slots"], t_out["slots"]) if needs_teacher else rec.new_zeros(())
         terms = {"rec": rec, "contrast": con, "kd": kd}
-        loss = rec + self.ds["alpha"] * con + self.ds["beta"] * kd
+        loss = rec + self.ds["alpha"] * con + self.kd_weight() * kd
         if self.ds["feature_kd"] > 0:
             s_rec = out["reconstruction"] if self.feature_proj is None else self.feature_proj(out["reconstruction"])
             t_rec = t_out["reconstruction"]
