@@ -1,7 +1,8 @@
 """The validation curves of training runs as text: held-out (`select/*`) and validation (`val/*`) video FG-ARI and
-mBO at every validation, and the masks' mean entropy (`train/mask_entropy`) averaged over each block of steps.
+mBO at every validation, and the masks' mean entropy (`train/mask_entropy`) averaged over each block of steps,
+or with --means any other logged training columns (e.g. `train/kd`, the student's 1 - cosine to its teacher).
 
-Usage: python benchmarks/run_curves.py RUN [RUN ...] [--block 250]
+Usage: python benchmarks/run_curves.py RUN [RUN ...] [--block 250] [--means train/mask_entropy train/kd]
 RUN: a `slotmatch train` or `slotmatch distill` run folder; its logs*/metrics.csv are merged by step
 (`plots.read_run_logs`). Steps are printed as logged: a validation after step 250 is logged at step 249.
 The per-250-step figures in docs/RESULTS.md (sessions 9 and 10) come from here.
@@ -16,8 +17,9 @@ from slotmatch.plots import read_run_logs
 COLUMNS = ("select/video_fg_ari", "select/video_mbo", "val/video_fg_ari", "val/video_mbo")
 
 
-def curve_lines(run: str, block: int = 250) -> list[str]:
-    """The printed lines for one run: a header naming the columns, one row per validation, the entropy means."""
+def curve_lines(run: str, block: int = 250, means: tuple = ("train/mask_entropy",)) -> list[str]:
+    """The printed lines for one run: a header naming the columns, one row per validation, then each column of
+    `means` averaged over blocks of `block` steps (the masks' entropy by default)."""
     series, _ = read_run_logs(run)
     cols = [c for c in COLUMNS if c in series]
     lines = [f"{run}  step  {'  '.join(cols)}"]
@@ -28,20 +30,25 @@ def curve_lines(run: str, block: int = 250) -> list[str]:
             hit = np.flatnonzero(series[c][0] == step)
             cells.append(f"{series[c][1][hit[0]]:.3f}" if hit.size else "-")
         lines.append(f"  {step} " + " ".join(cells))
-    if "train/mask_entropy" in series:
-        s, v = series["train/mask_entropy"]
-        means = [v[s // block == i].mean() for i in range(int(s.max()) // block + 1) if (s // block == i).any()]
-        lines.append(f"  mask entropy by {block} steps: " + " ".join(f"{m:.3f}" for m in means))
+    for column in means:
+        if column not in series:
+            continue
+        s, v = series[column]
+        blocks = [v[s // block == i].mean() for i in range(int(s.max()) // block + 1) if (s // block == i).any()]
+        name = "mask entropy" if column == "train/mask_entropy" else column
+        lines.append(f"  {name} by {block} steps: " + " ".join(f"{m:.3f}" for m in blocks))
     return lines
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders")
-    p.add_argument("--block", type=int, default=250, help="steps per entropy mean (default 250)")
+    p.add_argument("--block", type=int, default=250, help="steps per mean (default 250)")
+    p.add_argument("--means", nargs="+", default=["train/mask_entropy"],
+                   help="logged training columns to average per block (default train/mask_entropy)")
     args = p.parse_args(argv)
     for run in args.runs:
-        print("\n".join(curve_lines(run, args.block)))
+        print("\n".join(curve_lines(run, args.block, tuple(args.means))))
 
 
 if __name__ == "__main__":
