@@ -93,6 +93,28 @@ def test_a_decaying_kd_weight_falls_linearly_to_zero_and_weighs_the_kd_term(tiny
         SlotMatchModule(cfg, teacher_ckpt)
 
 
+def test_copy_slot_modules_starts_the_students_slot_attention_and_predictor_from_the_teachers(tiny_dataset, teacher_ckpt):
+    cfg = tiny_config(tiny_dataset)
+    plain = SlotMatchModule(cfg, teacher_ckpt)
+    cfg["distill"]["copy_slot_modules"] = True
+    m = SlotMatchModule(cfg, teacher_ckpt)
+    for name in ("slot_attention", "predictor"):
+        mine, theirs = getattr(m.model, name).state_dict(), getattr(m.teacher, name).state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+        assert not all(torch.equal(getattr(plain.model, name).state_dict()[k], theirs[k]) for k in theirs)
+    before = {k: v.clone() for k, v in m.teacher.state_dict().items()}
+    opt = m.configure_optimizers()["optimizer"]
+    m.train()
+    m.compute_losses(_batch())["loss"].backward()
+    opt.step()  # the student's copies train; the teacher's originals do not move
+    assert all(torch.equal(before[k], v) for k, v in m.teacher.state_dict().items())
+    assert any(not torch.equal(a, b) for a, b in zip(m.model.slot_attention.parameters(),
+                                                      m.teacher.slot_attention.parameters()))
+    cfg["student"] = {**cfg.get("student", {}), "sa_mlp_hidden": 8}
+    with pytest.raises(CheckpointError, match="copy_slot_modules.*slot_attention"):
+        SlotMatchModule(cfg, teacher_ckpt)
+
+
 def test_distillation_run_saves_student_and_teacher(student_run):
     run, last = student_run
     assert read_checkpoint(last)["global_step"] == 4

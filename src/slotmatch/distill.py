@@ -9,6 +9,8 @@ The ablation terms the paper found redundant are switches: `feature_kd` (student
 the teacher's, through a linear map when their sizes differ) and `mask_kd` (KL between the two
 models' decoder masks). beta = 0 trains the same student alone. `beta_decay_steps: n` (ours, not the paper's)
 lowers beta linearly to 0 over the first n steps: the teacher guides early, the student is on its own later.
+`copy_slot_modules` (ours, not the paper's) also starts the student's slot attention and predictor from the
+teacher's, so only the input MLP, fed by the student's encoder, and the decoder start from scratch.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
 from slotmatch.train import FORMAT, SlotContrastModule, fit, mean_scores, oracle_input, rollout_slots, video_scores
 
-DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, beta_decay_steps=0, feature_kd=0.0, mask_kd=0.0, copy_slot_init=None, teacher_checkpoint=None)
+DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, beta_decay_steps=0, feature_kd=0.0, mask_kd=0.0,
+                        copy_slot_init=None, copy_slot_modules=False, teacher_checkpoint=None)
 
 
 def distill_settings(cfg: dict) -> dict:
@@ -75,6 +78,14 @@ class SlotMatchModule(SlotContrastModule):
         if self.ds["copy_slot_init"]:
             with torch.no_grad():
                 self.model.initializer.slots.copy_(self.teacher.initializer.slots)
+        if self.ds["copy_slot_modules"]:
+            for name in ("slot_attention", "predictor"):
+                mine, theirs = getattr(self.model, name).state_dict(), getattr(teacher, name).state_dict()
+                wrong = [k for k in theirs if k not in mine or mine[k].shape != theirs[k].shape]
+                if wrong or len(mine) != len(theirs):
+                    raise CheckpointError(f"{teacher_checkpoint}: distill.copy_slot_modules needs the teacher's {name} "
+                                          f"shaped like the student's; they differ at {wrong or sorted(set(mine) - set(theirs))}")
+                getattr(self.model, name).load_state_dict(theirs)
         self.feature_proj = None
         if self.ds["feature_kd"] > 0 and self.model.target_dim != self.teacher.target_dim:
             self.feature_proj = nn.Linear(self.model.target_dim, self.teacher.target_dim)
