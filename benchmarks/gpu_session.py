@@ -84,6 +84,9 @@ STUDENTS = {
     "featurekd": ["distill.feature_kd=1"],
     "maskkd": ["distill.mask_kd=1"],
     "beta01": ["distill.beta=0.1"],  # a tenth of the KD weight: level with the student alone on the CPU (RESULTS session 11 part 4)
+    # the teacher's slot attention and predictor copied into the student, with and without the KD term (session 12 part 3)
+    "copymod": ["distill.copy_slot_modules=true"],
+    "copymod-alone": ["distill.copy_slot_modules=true", "distill.beta=0", "distill.copy_slot_init=true"],
 }
 LOG = None
 
