@@ -88,6 +88,7 @@ STUDENTS = {
     "copymod": ["distill.copy_slot_modules=true"],
     "copymod-alone": ["distill.copy_slot_modules=true", "distill.beta=0", "distill.copy_slot_init=true"],
 }
+DEFAULT_STUDENTS = [s for s in STUDENTS if not s.startswith("copymod")]  # opt in: --students ... copymod copymod-alone
 LOG = None
 
 
@@ -263,7 +264,8 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=None, help=f"which of {', '.join(RECIPES)} (default: {', '.join(DEFAULT_RECIPES)})")
     ap.add_argument("--recipe", nargs="+", action="append", default=[], metavar=("NAME", "OVERRIDE"),
                     help="a recipe of your own: a name and its config overrides (repeatable)")
-    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--students", nargs="+", default=DEFAULT_STUDENTS, choices=list(STUDENTS),
+                    help=f"default: {' '.join(DEFAULT_STUDENTS)}; each one more run shares the device in phase 2")
     ap.add_argument("--extra", nargs="*", default=[], help="overrides for every run (e.g. a tiny CPU dry run)")
     ap.add_argument("--work", default=None, help="where the runs live (default OUT/runs; removed at the end)")
     ap.add_argument("--skip-bench", action="store_true")

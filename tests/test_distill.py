@@ -176,6 +176,24 @@ def test_resume_with_another_teacher_or_settings_is_refused(student_run, tiny_da
         distill(cfg, teacher_ckpt, copy, resume=True, progress=False)
 
 
+def test_a_run_saved_before_a_distill_setting_existed_resumes_with_its_default(student_run, tiny_dataset, teacher_ckpt,
+                                                                            tmp_path):
+    run, _ = student_run
+    copy = str(tmp_path / "old")
+    shutil.copytree(run, copy)
+    last = os.path.join(copy, "checkpoints", "last.ckpt")
+    ckpt = read_checkpoint(last)
+    for key in ("beta_decay_steps", "copy_slot_modules"):  # settings added after the run was made
+        ckpt["hyper_parameters"]["cfg"]["distill"].pop(key)
+    torch.save(ckpt, last)
+    assert read_checkpoint(distill(tiny_config(tiny_dataset, max_steps=6), teacher_ckpt, copy, resume=True,
+                                   progress=False))["global_step"] == 6
+    cfg = tiny_config(tiny_dataset, max_steps=8)
+    cfg["distill"]["beta_decay_steps"] = 4  # a value other than the default is still a change
+    with pytest.raises(CheckpointError, match="beta_decay_steps"):
+        distill(cfg, teacher_ckpt, copy, resume=True, progress=False)
+
+
 def test_a_typo_in_the_config_is_an_error(tiny_dataset, teacher_ckpt):
     cfg = tiny_config(tiny_dataset)
     cfg["distill"]["betta"] = 1.0

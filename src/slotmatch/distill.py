@@ -180,9 +180,11 @@ def distill(cfg: dict, teacher_checkpoint: str, run_dir: str, resume: bool = Fal
         if teacher_checkpoint and saved and os.path.abspath(teacher_checkpoint) != os.path.abspath(saved):
             raise CheckpointError(f"{last}: this run distils {saved}, not {teacher_checkpoint}")
         teacher_checkpoint = teacher_checkpoint or saved
-        if hp["cfg"].get("distill") and {k: v for k, v in hp["cfg"]["distill"].items() if k != "teacher_checkpoint"} != \
-                {k: v for k, v in cfg.get("distill", {}).items() if k != "teacher_checkpoint"}:
-            raise CheckpointError(f"{last}: this run used other distill settings ({hp['cfg']['distill']})")
+        # compared with defaults filled in: a run saved before a setting existed resumes with that setting's default
+        before, now = (dict(distill_settings(c), teacher_checkpoint=None) for c in (hp["cfg"], cfg))
+        if hp["cfg"].get("distill") and before != now:
+            changed = {k: (before[k], now[k]) for k in before if before[k] != now[k]}
+            raise CheckpointError(f"{last}: this run used other distill settings (saved, asked: {changed})")
     L.seed_everything(cfg.get("train", {}).get("seed", 0), workers=True, verbose=False)
     module = SlotMatchModule(cfg, teacher_checkpoint, run_dir)
     return fit(module, module.cfg, run_dir, resume, progress, model_cfg=student_config(cfg))
