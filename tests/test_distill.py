@@ -194,6 +194,23 @@ def test_a_run_saved_before_a_distill_setting_existed_resumes_with_its_default(s
         distill(cfg, teacher_ckpt, copy, resume=True, progress=False)
 
 
+def test_a_resumed_run_keeps_its_trained_slot_modules_not_fresh_copies(tiny_dataset, teacher_ckpt, tmp_path, monkeypatch):
+    def slot_modules(state):
+        return {k: v for k, v in state.items() if k.startswith(("model.slot_attention.", "model.predictor."))}
+
+    cfg = tiny_config(tiny_dataset, max_steps=2)
+    cfg["distill"]["copy_slot_modules"] = True
+    run = str(tmp_path / "run")
+    trained = slot_modules(read_checkpoint(distill(cfg, teacher_ckpt, run, progress=False))["state_dict"])
+    teacher = {f"model.{k}": v for k, v in load_model(teacher_ckpt)[0].state_dict().items()}
+    assert any(not torch.equal(v, teacher[k]) for k, v in trained.items())  # two steps moved them off the copies
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, closure=None: closure and closure())  # no update
+    cfg["train"]["max_steps"] = 4
+    ckpt = read_checkpoint(distill(cfg, teacher_ckpt, run, resume=True, progress=False))
+    assert ckpt["global_step"] == 4
+    assert all(torch.equal(v, trained[k]) for k, v in slot_modules(ckpt["state_dict"]).items())
+
+
 def test_a_typo_in_the_config_is_an_error(tiny_dataset, teacher_ckpt):
     cfg = tiny_config(tiny_dataset)
     cfg["distill"]["betta"] = 1.0
