@@ -5,7 +5,7 @@ or with --means any other logged training columns (e.g. `train/kd`, the student'
 Usage: python benchmarks/run_curves.py RUN [RUN ...] [--block 250] [--means train/mask_entropy train/kd]
 RUN: a `slotmatch train` or `slotmatch distill` run folder; its logs*/metrics.csv are merged by step
 (`plots.read_run_logs`). Steps are printed as logged: a validation after step 250 is logged at step 249.
-The per-250-step figures in docs/RESULTS.md (sessions 9 and 10) come from here.
+The per-250-step figures in docs/RESULTS.md (sessions 9 to 12) come from here.
 """
 
 import argparse

@@ -80,12 +80,11 @@ class SlotMatchModule(SlotContrastModule):
                 self.model.initializer.slots.copy_(self.teacher.initializer.slots)
         if self.ds["copy_slot_modules"]:
             for name in ("slot_attention", "predictor"):
-                mine, theirs = getattr(self.model, name).state_dict(), getattr(teacher, name).state_dict()
-                wrong = [k for k in theirs if k not in mine or mine[k].shape != theirs[k].shape]
-                if wrong or len(mine) != len(theirs):
+                try:  # a strict load: every key present and every shape equal
+                    getattr(self.model, name).load_state_dict(getattr(teacher, name).state_dict())
+                except RuntimeError as e:
                     raise CheckpointError(f"{teacher_checkpoint}: distill.copy_slot_modules needs the teacher's {name} "
-                                          f"shaped like the student's; they differ at {wrong or sorted(set(mine) - set(theirs))}")
-                getattr(self.model, name).load_state_dict(theirs)
+                                          f"shaped like the student's: {e}") from None
         self.feature_proj = None
         if self.ds["feature_kd"] > 0 and self.model.target_dim != self.teacher.target_dim:
             self.feature_proj = nn.Linear(self.model.target_dim, self.teacher.target_dim)
