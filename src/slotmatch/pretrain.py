@@ -128,7 +128,8 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
             opt.step()
             sched.step()
             step += 1
-            running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+            value = loss.item()
+            running = value if running is None else 0.98 * running + 0.02 * value
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", **{k: f"{v:.3f}" for k, v in parts.items()})
             if step % s["checkpoint_every"] == 0:
