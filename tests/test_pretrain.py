@@ -66,6 +66,20 @@ def test_a_killed_pretraining_resumes_from_its_state(flow_dataset, tmp_path):
                          batch_size=2, size=32, num_workers=0)
 
 
+def test_pretraining_steps_warn_nothing_and_record_their_running_loss(flow_dataset, tmp_path):
+    """The loop reads its loss once per step as a number: reading a tensor that needs gradients with float()
+    warns at every step (torch >= 2.5), and pretrain.json must keep the running loss as a plain float."""
+    import math
+    import warnings
+
+    out = str(tmp_path / "pt")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*requires_grad=True to a scalar.*")
+        pretrain_encoder(flow_dataset, out, ENC, progress=False, steps=3, batch_size=2, size=32, num_workers=0)
+    loss = json.load(open(os.path.join(out, "pretrain.json")))["loss"]
+    assert isinstance(loss, float) and math.isfinite(loss) and loss > 0
+
+
 def test_the_pretext_needs_depth_and_flow(tiny_dataset, tmp_path):
     with pytest.raises(DatasetError, match="--with-depth"):
         pretrain_encoder(tiny_dataset, str(tmp_path / "pt"), ENC, progress=False, steps=1, size=32, num_workers=0)
