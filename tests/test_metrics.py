@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from slotmatch.metrics import image_fg_ari, image_mbo, masks_to_ids, video_fg_ari, video_mbo
+from slotmatch.metrics import image_fg_ari, image_mbo, masks_to_ids, segments_per_frame, video_fg_ari, video_mbo
 
 
 def sk_fg_ari(pred: np.ndarray, true: np.ndarray) -> float:
@@ -225,3 +225,15 @@ def test_slot_stability_counts_identity_switches():
     rand_true = torch.randint(0, 3, (3, 5, 8, 8), generator=g)
     assert torch.allclose(slot_stability(pred, rand_true), _stability_reference(pred, rand_true))
     assert torch.isnan(slot_stability(pred, torch.zeros_like(rand_true))).all()
+
+
+def test_segments_per_frame_counts_the_distinct_ids_of_each_frame():
+    rng = np.random.default_rng(0)
+    pred = rng.integers(0, 6, size=(3, 4, 5, 5))
+    pred[1] = 2  # a collapsed video: one segment in every frame
+    pred[2, :, :, :] = rng.integers(0, 2, size=(4, 5, 5)) * 7 + 3  # sparse ids (3 and 10)
+    expected = [np.mean([len(np.unique(frame)) for frame in video]) for video in pred]
+    got = segments_per_frame(torch.from_numpy(pred)).numpy()
+    assert np.allclose(got, expected) and got[1] == 1.0
+    with pytest.raises(ValueError, match="B, T, H, W"):
+        segments_per_frame(torch.zeros(4, 5, 5, dtype=torch.long))

@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_config
 from slotmatch.checkpoint import CheckpointError, export_safetensors, load_model, read_checkpoint
-from slotmatch.train import lr_factor, train
+from slotmatch.train import lr_factor, train, warn_if_collapsed
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,20 @@ def test_run_writes_checkpoints_logs_and_overlays(teacher_run):
     assert os.path.exists(os.path.join(run, "config.yaml"))
     assert sorted(os.listdir(os.path.join(run, "overlays"))) == ["step_0000002.png", "step_0000004.png"]
     header = open(os.path.join(run, "logs", "metrics.csv")).readline()
-    for col in ("train/loss", "val/video_fg_ari", "val/video_mbo", "ref_grid/video_fg_ari"):
+    for col in ("train/loss", "val/video_fg_ari", "val/video_mbo", "ref_grid/video_fg_ari", "val/segments_per_frame"):
         assert col in header
+
+
+def test_a_validation_whose_masks_sit_on_one_slot_warns_with_its_step():
+    with pytest.warns(UserWarning, match=r"step 750: the masks sit on one slot.*1\.02 segments of 15"):
+        assert warn_if_collapsed(1.02, 15, 750, warmup_steps=200)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a healthy validation warns nothing
+        assert not warn_if_collapsed(7.9, 11, 1000, warmup_steps=200)
+        assert not warn_if_collapsed(float("nan"), 11, 1000)  # no frames scored: nothing to say
+        assert not warn_if_collapsed(1.0, 11, 100, warmup_steps=200)  # a fresh model still warming up
 
 
 def test_resume_continues_from_last_checkpoint(teacher_run, tmp_path):

@@ -40,6 +40,7 @@ __all__ = [
     "video_mbo",
     "image_mbo",
     "slot_stability",
+    "segments_per_frame",
     "masks_to_ids",
     "contingency",
 ]
@@ -195,6 +196,23 @@ def slot_stability(pred: Tensor, true: Tensor) -> Tensor:
     has = frames > 0
     count = has.sum(-1)
     return torch.where(count > 0, torch.where(has, share, 0.0).sum(-1) / count.clamp_min(1), math.nan)
+
+
+def segments_per_frame(pred: Tensor) -> Tensor:
+    """How many distinct segments each video's frames use, on average (ours, a health check, not a score).
+
+    pred: (B, T, H, W) integer ids. Returns (B,) float64. A model whose masks have collapsed onto one slot
+    scores 1.0 (FG-ARI then reads 0); any pixel counts, so this is an upper bound on the segments that matter
+    (benchmarks/segment_anatomy.py counts those with more than 1% of a frame).
+    """
+    if pred.dim() != 4:
+        raise ValueError(f"pred must be (B, T, H, W), got shape {tuple(pred.shape)}")
+    b, t = pred.shape[:2]
+    ids = pred.reshape(b * t, -1).long()
+    ids = ids - ids.amin(-1, keepdim=True)  # any id range; counts need ids from 0
+    used = torch.zeros(b * t, int(ids.max()) + 1, dtype=torch.bool, device=pred.device)
+    used.scatter_(1, ids, True)
+    return used.sum(-1).view(b, t).to(torch.float64).mean(-1)
 
 
 def masks_to_ids(masks: Tensor, size: tuple[int, int], chunk: int = 64) -> Tensor:

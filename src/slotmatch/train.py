@@ -10,6 +10,7 @@ import math
 import os
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import numpy as np
 import torch
 import yaml
@@ -197,6 +198,7 @@ class SlotContrastModule(L.LightningModule):
         if dataloader_idx == 1:
             self._select.append(scores)
             return
+        scores["segments_per_frame"] = metrics.segments_per_frame(pred).cpu().numpy()  # health check, not a score
         self._val.append(scores)
         if batch_idx == 0 and self.run_dir is not None:
             self._save_overlay(batch["video"][:2], true[:2], pred[:2])
@@ -212,6 +214,8 @@ class SlotContrastModule(L.LightningModule):
         agg = mean_scores(self._val)
         self._val = []
         self.log_dict({f"val/{k}": v for k, v in agg.items()}, prog_bar=False)
+        warn_if_collapsed(agg["segments_per_frame"], self.model.cfg.num_slots, self.global_step,
+                          self.ts["warmup_steps"])
         if self._references is None and getattr(self, "_reference_batches", None):
             self._references = {}
             k = self.model.cfg.num_slots
@@ -237,6 +241,23 @@ class SlotContrastModule(L.LightningModule):
         path = os.path.join(self.run_dir, "overlays", f"step_{self.global_step:07d}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         save_image(video_grid(rows, idx), path)
+
+
+COLLAPSED_SEGMENTS = 1.5  # fewer segments per validation frame than this: the masks sit on one slot
+
+
+def warn_if_collapsed(segments: float, num_slots: int, step: int, warmup_steps: int = 0) -> bool:
+    """Warn (and return True) when, after the warm-up, a validation's frames use fewer than COLLAPSED_SEGMENTS
+    segments on average: one slot has the whole image. The teachers of docs/RESULTS.md that came to this after
+    segmenting did not leave it again (sessions 9 and 15)."""
+    if step < warmup_steps or not segments < COLLAPSED_SEGMENTS:
+        return False
+    rank_zero_warn(f"step {step}: the masks sit on one slot: the validation frames use {segments:.2f} segments of "
+                   f"{num_slots} slots on average (val/segments_per_frame), so FG-ARI reads 0. Runs that collapsed "
+                   f"like this after segmenting did not recover; best.ckpt (train.select_videos) keeps the best step "
+                   f"so far. docs/RESULTS.md names the settings that led there (the mask-entropy penalty with "
+                   f"12-frame clips, or with the KD term, on movi-e-like).")
+    return True
 
 
 def oracle_input(model, batch: dict):
