@@ -1,6 +1,7 @@
 """Teacher training: a few Lightning steps, checkpoints that load safely, resume, config checks, export."""
 
 import os
+import warnings
 
 import lightning as L
 import pytest
@@ -34,8 +35,6 @@ def test_run_writes_checkpoints_logs_and_overlays(teacher_run):
 def test_a_validation_whose_masks_sit_on_one_slot_warns_with_its_step():
     with pytest.warns(UserWarning, match=r"step 750: the masks sit on one slot.*1\.02 segments of 15"):
         assert warn_if_collapsed(1.02, 15, 750, warmup_steps=200)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a healthy validation warns nothing
         assert not warn_if_collapsed(7.9, 11, 1000, warmup_steps=200)

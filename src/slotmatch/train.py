@@ -248,8 +248,8 @@ COLLAPSED_SEGMENTS = 1.5  # fewer segments per validation frame than this: the m
 
 def warn_if_collapsed(segments: float, num_slots: int, step: int, warmup_steps: int = 0) -> bool:
     """Warn (and return True) when, after the warm-up, a validation's frames use fewer than COLLAPSED_SEGMENTS
-    segments on average: one slot has the whole image. The teachers of docs/RESULTS.md that came to this after
-    segmenting did not leave it again (sessions 9 and 15)."""
+    segments on average: one slot has the whole image. The runs of docs/RESULTS.md that came to this after
+    segmenting did not leave it again (a student in session 9, a teacher in session 15)."""
     if step < warmup_steps or not segments < COLLAPSED_SEGMENTS:
         return False
     rank_zero_warn(f"step {step}: the masks sit on one slot: the validation frames use {segments:.2f} segments of "
