@@ -9,7 +9,7 @@ import torch
 from slotmatch.data.dataset import DatasetError, open_dataset
 from slotmatch.models import build_model
 from slotmatch.models.encoder import CNNEncoder, position_grid
-from slotmatch.pretrain import PretextModel, pretrain_encoder
+from slotmatch.pretrain import PretextModel, object_weights, pretrain_encoder
 
 ENC = {"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4}
 
@@ -28,6 +28,34 @@ def test_pretext_steps_lower_the_loss_on_a_fixed_batch(flow_dataset):
         loss.backward()
         opt.step()
     assert float(model.loss(frames, depth, flow)[0].detach()) < 0.7 * float(first.detach())
+
+
+def test_object_weights_favour_tokens_that_stand_out_of_the_floor(flow_dataset, tmp_path):
+    from slotmatch.models.encoder import relief_patch_target
+
+    clip = open_dataset(flow_dataset, "train", with_depth=True, with_flow=True)[0]
+    depth = clip["depth"]
+    w = object_weights(depth, 4, 20.0)
+    assert w.shape == (depth.shape[0], (32 // 4) ** 2)
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    relief = relief_patch_target(depth, 4)
+    standing, floor = (relief > 1.0).all(-1), (relief < 0.2).all(-1)  # tokens wholly on an object, wholly on the floor
+    assert standing.any() and floor.any()
+    assert w[standing].min() > 10 * w[floor].max()
+    assert torch.allclose(object_weights(depth, 4, 0.0), torch.ones_like(w))
+    # the weighted loss differs from the plain one, and pretraining with it runs end to end
+    torch.manual_seed(0)
+    plain = PretextModel(ENC, "surface+relief")
+    weighted = PretextModel(ENC, "surface+relief", object_weight=20.0)
+    weighted.load_state_dict(plain.state_dict())
+    args = (clip["video"], depth, clip["flow"])
+    assert abs(plain.loss(*args)[0].item() - weighted.loss(*args)[0].item()) > 1e-3
+    with pytest.raises(ValueError, match="needs depth"):  # even when the targets themselves do not read depth
+        PretextModel(ENC, "pixels_raw", object_weight=20.0).loss(clip["video"])
+    out = str(tmp_path / "pt")
+    pretrain_encoder(flow_dataset, out, ENC, progress=False, steps=2, batch_size=2, size=32, num_workers=0,
+                     targets="surface", object_weight=20.0)
+    assert json.load(open(os.path.join(out, "pretrain.json")))["settings"]["object_weight"] == 20.0
 
 
 def test_pretrained_weights_load_frozen_and_give_the_trained_features(flow_dataset, tmp_path):

@@ -32,21 +32,34 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from slotmatch.data.dataset import open_dataset
-from slotmatch.models.encoder import (CNNEncoder, make_target, target_dim, target_needs_depth, target_needs_flow,
-                                      target_parts)
+from slotmatch.models.encoder import (FIGURE_RELIEF, FIGURE_SOFTNESS, CNNEncoder, make_target, relief_patch_target,
+                                      target_dim, target_needs_depth, target_needs_flow, target_parts)
 from slotmatch.models.slotcontrast import flatten_frames
 
 # encoder settings that say where the weights are and how the trained CNN is read, not what network is pretrained
 READ_KEYS = ("weights", "frozen", "readout", "pretext", "standardize")
 PRETRAIN_DEFAULTS = dict(targets="pixels_raw+relief+flow", steps=4000, batch_size=32, lr=2e-3, size=64,
-                         max_minutes=None, checkpoint_every=500, seed=0, num_workers=1)
+                         max_minutes=None, checkpoint_every=500, seed=0, num_workers=1, object_weight=0.0)
+
+
+def object_weights(depth: torch.Tensor, patch_size: int, object_weight: float) -> torch.Tensor:
+    """Each token's weight in the pretext loss: 1 + object_weight x the share of its pixels that stand out of the
+    floor (relief above FIGURE_RELIEF, read from depth, never the masks), scaled to mean 1 over the batch.
+
+    Objects cover about 5% of the generator's pixels, so an unweighted loss is mostly spent on the floor; with a
+    weight of about 1 / 0.05 objects and floor count alike. depth (B, H, W) -> (B, N).
+    """
+    standing = torch.sigmoid((relief_patch_target(depth, patch_size) - FIGURE_RELIEF) / FIGURE_SOFTNESS)  # (B, N, p*p)
+    w = 1.0 + object_weight * standing.mean(-1)
+    return w / w.mean()
 
 
 class PretextModel(nn.Module):
     """A CNN encoder and a linear head from each token to its pretext targets."""
 
-    def __init__(self, encoder_cfg: dict, targets: str):
+    def __init__(self, encoder_cfg: dict, targets: str, object_weight: float = 0.0):
         super().__init__()
+        self.object_weight = float(object_weight)
         cfg = {k: v for k, v in encoder_cfg.items() if k not in READ_KEYS + ("name",)}
         self.encoder = CNNEncoder(**cfg)
         self.targets = targets
@@ -54,13 +67,19 @@ class PretextModel(nn.Module):
         self.head = nn.Linear(self.encoder.feature_dim, sum(self.sizes))
 
     def loss(self, frames: torch.Tensor, depth=None, flow=None) -> tuple[torch.Tensor, dict]:
-        """frames (B, 3, H, W) -> total loss and each part's variance-normalised squared error."""
+        """frames (B, 3, H, W) -> total loss and each part's variance-normalised squared error (each token weighted
+        by `object_weights` when object_weight > 0)."""
         target = make_target(self.targets, frames, None, self.encoder.patch_size, depth, flow)
         pred = self.head(self.encoder(frames))
+        weight = 1.0
+        if self.object_weight > 0:
+            if depth is None:
+                raise ValueError("object_weight reads the relief above the floor: the dataset needs depth")
+            weight = object_weights(depth, self.encoder.patch_size, self.object_weight).unsqueeze(-1)
         parts, total, start = {}, 0.0, 0
         for name, size in zip(target_parts(self.targets), self.sizes):
             t, p = target[..., start:start + size], pred[..., start:start + size]
-            part = ((p - t) ** 2).mean() / (t.var() + 1e-4)
+            part = (weight * (p - t) ** 2).mean() / (t.var() + 1e-4)
             parts[name], total, start = float(part.detach()), total + part, start + size
         return total, parts
 
@@ -90,11 +109,11 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     paths = [data_path] if isinstance(data_path, str) else list(data_path)
     data = torch.utils.data.ConcatDataset([
         open_dataset(p, "train", clip_length=2, random_clip=True, size=s["size"],
-                     with_depth=target_needs_depth(targets), with_flow=target_needs_flow(targets)) for p in paths])
+                     with_depth=target_needs_depth(targets) or s["object_weight"] > 0, with_flow=target_needs_flow(targets)) for p in paths])
     clips = max(1, s["batch_size"] // 2)
     loader = DataLoader(data, batch_size=clips, shuffle=True, drop_last=len(data) >= clips,
                         num_workers=s["num_workers"], persistent_workers=s["num_workers"] > 0)
-    model = PretextModel(encoder_cfg, targets)
+    model = PretextModel(encoder_cfg, targets, s["object_weight"])
     opt = torch.optim.Adam(model.parameters(), lr=s["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / 200) * 0.1 ** (k / s["steps"]))
     step = 0
