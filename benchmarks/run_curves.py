@@ -1,5 +1,5 @@
 """The validation curves of training runs as text: held-out (`select/*`) and validation (`val/*`) video FG-ARI and
-mBO at every validation, and the masks' mean entropy (`train/mask_entropy`) averaged over each block of steps,
+mBO at every validation (and the segments per frame, where logged), and the masks' mean entropy (`train/mask_entropy`) averaged over each block of steps,
 or with --means any other logged training columns (e.g. `train/kd`, the student's 1 - cosine to its teacher).
 
 Usage: python benchmarks/run_curves.py RUN [RUN ...] [--block 250] [--means train/mask_entropy train/kd]
@@ -14,7 +14,8 @@ import numpy as np
 
 from slotmatch.plots import read_run_logs
 
-COLUMNS = ("select/video_fg_ari", "select/video_mbo", "val/video_fg_ari", "val/video_mbo")
+COLUMNS = ("select/video_fg_ari", "select/video_mbo", "val/video_fg_ari", "val/video_mbo",
+           "val/segments_per_frame")  # the last only in runs since session 15 (below 1.5: collapsed onto one slot)
 
 
 def curve_lines(run: str, block: int = 250, means: tuple = ("train/mask_entropy",)) -> list[str]:

@@ -22,3 +22,12 @@ def test_curves_merge_resumed_logs_and_average_entropy_per_block(tmp_path):
     assert lines[3] == "  mask entropy by 2 steps: 1.500 0.375"
     kd = run_curves.curve_lines(str(tmp_path), block=2, means=("train/kd", "train/absent"))
     assert kd[3:] == ["  train/kd by 2 steps: 0.375 0.750"]  # a column the run did not log is left out
+
+
+def test_curves_show_the_segments_per_frame_where_the_run_logged_them(tmp_path):
+    os.makedirs(tmp_path / "logs")
+    (tmp_path / "logs" / "metrics.csv").write_text(
+        "step,train/mask_entropy,val/video_mbo,val/segments_per_frame\n0,2.0,,\n1,,0.25,1.75\n")
+    lines = run_curves.curve_lines(str(tmp_path), block=2)
+    assert lines[0].endswith("val/video_mbo  val/segments_per_frame")
+    assert lines[1] == "  1 0.250 1.750"
