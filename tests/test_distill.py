@@ -82,11 +82,11 @@ def test_a_decaying_kd_weight_falls_linearly_to_zero_and_weighs_the_kd_term(tiny
     for step in (0, 1, 2, 4, 9):
         monkeypatch.setattr(SlotMatchModule, "global_step", property(lambda self, s=step: s))
         weights.append(m.kd_weight())
-        t = {k: float(v) for k, v in m.compute_losses(_batch()).items() if k != "out"}
+        t = {k: v.item() for k, v in m.compute_losses(_batch()).items() if k != "out"}
         losses.append(t["loss"] - t["rec"] - 0.5 * t["contrast"] - t["mask_entropy"] * m.mask_entropy_weight())
         assert t["kd"] > 0  # still computed (and logged) once its weight is 0
     assert weights == pytest.approx([0.5, 0.375, 0.25, 0.0, 0.0])
-    kd = float(m.compute_losses(_batch())["kd"])
+    kd = m.compute_losses(_batch())["kd"].item()
     assert losses == pytest.approx([w * kd for w in weights], abs=1e-5)
     cfg["distill"]["beta_decay_steps"] = -1
     with pytest.raises(ValueError, match="beta_decay_steps"):
@@ -257,7 +257,7 @@ def test_kd_terms_follow_the_students_decoded_patch_subset(tiny_dataset, teacher
     with torch.no_grad():
         t_masks = m.teacher(_batch()["video"], masks_only=True)["masks"][..., out["token_index"]]
     from slotmatch import losses
-    assert float(terms["mask_kd"]) == pytest.approx(float(losses.mask_distillation_loss(out["masks"], t_masks)), rel=1e-5)
+    assert terms["mask_kd"].item() == pytest.approx(losses.mask_distillation_loss(out["masks"], t_masks).item(), rel=1e-5)
 
 
 def test_an_oracle_teacher_diagnostic_gets_the_masks_and_the_student_does_not(tiny_dataset, tmp_path):

@@ -145,12 +145,12 @@ def test_the_mask_entropy_weight_adds_the_entropy_to_the_loss(tiny_dataset):
         m = SlotContrastModule(tiny_config(tiny_dataset, mask_entropy=w))
         terms[w] = m.compute_losses(batch)
     ent = terms[0.0]["mask_entropy"]
-    assert 0 < float(ent) < math.log(4)  # logged at any weight
-    assert float(terms[0.5]["loss"]) == pytest.approx(float(terms[0.0]["loss"] + 0.5 * ent), rel=1e-5)
+    assert 0 < ent.item() < math.log(4)  # logged at any weight
+    assert terms[0.5]["loss"].item() == pytest.approx((terms[0.0]["loss"] + 0.5 * ent).item(), rel=1e-5)
     terms[0.5]["loss"].backward()  # the penalty reaches the model
     torch.manual_seed(0)
     late = SlotContrastModule(tiny_config(tiny_dataset, mask_entropy=0.5, mask_entropy_from=10))
-    assert float(late.compute_losses(batch)["loss"]) == pytest.approx(float(terms[0.0]["loss"]), rel=1e-5)  # step 0
+    assert late.compute_losses(batch)["loss"].item() == pytest.approx(terms[0.0]["loss"].item(), rel=1e-5)  # step 0
 
 
 def test_the_mask_entropy_weight_ramps_up_from_its_first_step(tiny_dataset, monkeypatch):
@@ -167,4 +167,4 @@ def test_the_mask_entropy_weight_ramps_up_from_its_first_step(tiny_dataset, monk
     monkeypatch.setattr(SlotContrastModule, "global_step", property(lambda self: 11))
     terms = m.compute_losses(batch)
     rec_con = terms["rec"] + m.ts["contrast_weight"] * terms["contrast"]
-    assert float(terms["loss"]) == pytest.approx(float(rec_con + 0.2 * terms["mask_entropy"]), rel=1e-5)
+    assert terms["loss"].item() == pytest.approx((rec_con + 0.2 * terms["mask_entropy"]).item(), rel=1e-5)

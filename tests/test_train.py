@@ -219,6 +219,7 @@ def test_held_out_training_videos_choose_best_ckpt(tiny_dataset, tmp_path):
         train(tiny_config(tiny_dataset, select_videos=2, select_metric="mbo"), str(tmp_path / "typo"), progress=False)
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # Lightning's note on a moved run: what is tested here
 def test_a_copied_run_keeps_its_best_score_on_resume(tmp_path):
     from slotmatch.train import _run_checkpoint_class
 
