@@ -1,6 +1,7 @@
 """The validation curves of training runs as text: held-out (`select/*`) and validation (`val/*`) video FG-ARI and
-mBO at every validation (and the segments per frame, where logged), and the masks' mean entropy (`train/mask_entropy`) averaged over each block of steps,
-or with --means any other logged training columns (e.g. `train/kd`, the student's 1 - cosine to its teacher).
+mBO at every validation (and the segments per frame, where logged), and the masks' mean entropy
+(`train/mask_entropy`) averaged over each block of steps, or with --means any other logged training columns
+(e.g. `train/kd`, the student's 1 - cosine to its teacher).
 
 Usage: python benchmarks/run_curves.py RUN [RUN ...] [--block 250] [--means train/mask_entropy train/kd]
 RUN: a `slotmatch train` or `slotmatch distill` run folder; its logs*/metrics.csv are merged by step

@@ -56,6 +56,9 @@ def test_object_weights_favour_tokens_that_stand_out_of_the_floor(flow_dataset, 
     pretrain_encoder(flow_dataset, out, ENC, progress=False, steps=2, batch_size=2, size=32, num_workers=0,
                      targets="surface", object_weight=20.0)
     assert json.load(open(os.path.join(out, "pretrain.json")))["settings"]["object_weight"] == 20.0
+    with pytest.raises(ValueError, match="object_weight 20.0, not 5"):  # resuming keeps the loss it began with
+        pretrain_encoder(flow_dataset, out, ENC, resume=True, progress=False, steps=3, batch_size=2, size=32,
+                         num_workers=0, targets="surface", object_weight=5)
 
 
 def test_pretrained_weights_load_frozen_and_give_the_trained_features(flow_dataset, tmp_path):

@@ -11,9 +11,11 @@ once, on the training split's frames, to predict per patch what the simulator kn
 - "flow": optical flow (what moves, and how).
 
 No masks are read: the pretext targets are the same depth and flow that the reconstruction targets may
-use. A linear head maps each token to the concatenated targets, so the frozen features carry them
-linearly, which slot attention's linear keys can use. Each part's squared error is divided by that
-part's target variance in the batch, so the parts weigh alike whatever their units.
+use. With `object_weight` the loss of each token is weighted by how much of it stands out of the floor
+(`object_weights`, from depth), so that the small objects count as much as the floor. A linear head maps each
+token to the concatenated targets, so the frozen features carry them linearly, which slot attention's linear keys
+can use. Each part's squared error is divided by that part's target variance in the batch, so the parts weigh
+alike whatever their units.
 
 Output: `OUT/encoder.safetensors` (the CNN's weights in fp16, loaded by `encoder: {name: cnn, weights: ...}`, and
 the pretext head, for `encoder: {readout: PARTS}`, whose tokens are the head's predictions) and
@@ -109,7 +111,8 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     paths = [data_path] if isinstance(data_path, str) else list(data_path)
     data = torch.utils.data.ConcatDataset([
         open_dataset(p, "train", clip_length=2, random_clip=True, size=s["size"],
-                     with_depth=target_needs_depth(targets) or s["object_weight"] > 0, with_flow=target_needs_flow(targets)) for p in paths])
+                     with_depth=target_needs_depth(targets) or s["object_weight"] > 0,
+                     with_flow=target_needs_flow(targets)) for p in paths])
     clips = max(1, s["batch_size"] // 2)
     loader = DataLoader(data, batch_size=clips, shuffle=True, drop_last=len(data) >= clips,
                         num_workers=s["num_workers"], persistent_workers=s["num_workers"] > 0)
@@ -122,6 +125,9 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
         if _architecture(state["encoder_cfg"]) != _architecture(encoder_cfg) or state["targets"] != targets:
             raise ValueError(f"{state_path} was written for encoder {state['encoder_cfg']} and targets "
                              f"{state['targets']!r}, not {dict(encoder_cfg)} and {targets!r}")
+        if float(state.get("object_weight", 0.0)) != float(s["object_weight"]):  # states before session 16: 0
+            raise ValueError(f"{state_path} was written with object_weight {state.get('object_weight', 0.0)}, "
+                             f"not {s['object_weight']}: resume with the same loss")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -130,7 +136,8 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     def save_state():
         tmp = state_path + ".tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
-                    "encoder_cfg": dict(encoder_cfg), "targets": targets}, tmp)
+                    "encoder_cfg": dict(encoder_cfg), "targets": targets,
+                    "object_weight": float(s["object_weight"])}, tmp)
         os.replace(tmp, state_path)
 
     from tqdm import tqdm
