@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from slotmatch.plots import read_run_logs
+from slotmatch.plots import NoLogsError, read_run_logs
 
 COLUMNS = ("select/video_fg_ari", "select/video_mbo", "val/video_fg_ari", "val/video_mbo",
            "val/segments_per_frame")  # the last only in runs since session 15 (below 1.5: collapsed onto one slot)
@@ -49,8 +49,15 @@ def main(argv=None) -> None:
     p.add_argument("--means", nargs="+", default=["train/mask_entropy"],
                    help="logged training columns to average per block (default train/mask_entropy)")
     args = p.parse_args(argv)
+    missing = []
     for run in args.runs:
-        print("\n".join(curve_lines(run, args.block, tuple(args.means))))
+        try:
+            print("\n".join(curve_lines(run, args.block, tuple(args.means))))
+        except NoLogsError as e:  # a run that has not logged yet: say so, show the others
+            print(e)
+            missing.append(run)
+    if missing:
+        raise SystemExit(f"no training logs in {len(missing)} of {len(args.runs)} runs: {', '.join(missing)}")
 
 
 if __name__ == "__main__":

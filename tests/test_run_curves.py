@@ -31,3 +31,15 @@ def test_curves_show_the_segments_per_frame_where_the_run_logged_them(tmp_path):
     lines = run_curves.curve_lines(str(tmp_path), block=2)
     assert lines[0].endswith("val/video_mbo  val/segments_per_frame")
     assert lines[1] == "  1 0.250 1.750"
+
+
+def test_a_run_without_logs_is_named_and_the_others_still_print(tmp_path, capsys):
+    import pytest
+
+    os.makedirs(tmp_path / "ok" / "logs")
+    (tmp_path / "ok" / "logs" / "metrics.csv").write_text("step,val/video_mbo\n1,0.25\n")
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(SystemExit, match="no training logs in 1 of 2 runs"):
+        run_curves.main([str(tmp_path / "empty"), str(tmp_path / "ok")])
+    out = capsys.readouterr().out
+    assert "no training logs" in out and "  1 0.250" in out
