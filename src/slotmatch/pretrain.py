@@ -34,8 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from slotmatch.data.dataset import open_dataset
-from slotmatch.models.encoder import (FIGURE_RELIEF, FIGURE_SOFTNESS, CNNEncoder, make_target, relief_patch_target,
-                                      target_dim, target_needs_depth, target_needs_flow, target_parts)
+from slotmatch.models.encoder import (CNNEncoder, make_target, relief_patch_target, standing, target_dim,
+                                      target_needs_depth, target_needs_flow, target_parts)
 from slotmatch.models.slotcontrast import flatten_frames
 
 # encoder settings that say where the weights are and how the trained CNN is read, not what network is pretrained
@@ -46,13 +46,12 @@ PRETRAIN_DEFAULTS = dict(targets="pixels_raw+relief+flow", steps=4000, batch_siz
 
 def object_weights(depth: torch.Tensor, patch_size: int, object_weight: float) -> torch.Tensor:
     """Each token's weight in the pretext loss: 1 + object_weight x the share of its pixels that stand out of the
-    floor (relief above FIGURE_RELIEF, read from depth, never the masks), scaled to mean 1 over the batch.
+    floor (`encoder.standing` of its relief, read from depth, never the masks), scaled to mean 1 over the batch.
 
     Objects cover about 5% of the generator's pixels, so an unweighted loss is mostly spent on the floor; with a
     weight of about 1 / 0.05 objects and floor count alike. depth (B, H, W) -> (B, N).
     """
-    standing = torch.sigmoid((relief_patch_target(depth, patch_size) - FIGURE_RELIEF) / FIGURE_SOFTNESS)  # (B, N, p*p)
-    w = 1.0 + object_weight * standing.mean(-1)
+    w = 1.0 + object_weight * standing(relief_patch_target(depth, patch_size)).mean(-1)  # mean over the p*p pixels
     return w / w.mean()
 
 

@@ -229,6 +229,12 @@ FIGURE_RELIEF = 0.5  # relief units: the floor is 0, objects stand 1-3 units out
 FIGURE_SOFTNESS = 0.1
 
 
+def standing(relief: torch.Tensor) -> torch.Tensor:
+    """How surely each value of a relief map (`relief_patch_target`, `_relief`) stands out of the floor: a soft
+    step at FIGURE_RELIEF, 0 on the floor, 1 on objects; any shape -> the same shape."""
+    return torch.sigmoid((relief - FIGURE_RELIEF) / FIGURE_SOFTNESS)
+
+
 def figure_colour(images: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
     """The figure against the ground: each pixel's surface colour (`surface_colour`) where it stands out of
     the floor, 0 on the floor, and how surely it stands out (a soft step on the relief at FIGURE_RELIEF).
@@ -239,8 +245,8 @@ def figure_colour(images: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
     images (B, 3, H, W) in [0, 1], depth (B, H, W) -> (B, 4, H, W): colour x standing, standing.
     """
     relief = _relief(depth)  # the floor's plane is fitted once, for both parts
-    standing = torch.sigmoid((relief - FIGURE_RELIEF) / FIGURE_SOFTNESS).unsqueeze(1)
-    return torch.cat([surface_colour(images, depth, relief=relief) * standing, standing], 1)
+    up = standing(relief).unsqueeze(1)
+    return torch.cat([surface_colour(images, depth, relief=relief) * up, up], 1)
 
 
 def figure_patch_target(images: torch.Tensor, depth: torch.Tensor, patch_size: int) -> torch.Tensor:
