@@ -44,7 +44,7 @@ def feature_tokens(encoder: torch.nn.Module, video: torch.Tensor, scale: str = "
     """video (T, 3, H, W) -> its tokens (T, h, w, D), each channel standardised over the video (scale "video"),
     over each frame (the encoder's `standardize`; "frame"), or as they are ("none")."""
     T, _, H, W = video.shape
-    x = encoder(video)  # (T, N, D)
+    x = encoder.encode_video(video[None])[0]  # (T, N, D), each frame with its neighbours if the encoder has context
     if scale == "video":
         x = (x - x.mean((0, 1), keepdim=True)) / (x.flatten(0, 1).std(0) + 1e-6)
     return x.reshape(T, H // encoder.patch_size, W // encoder.patch_size, -1)
@@ -125,7 +125,7 @@ def main() -> None:
         if enc.readout is not None:  # how much each readout part varies over the tokens, before any scaling
             with torch.no_grad():
                 raw = load_encoder(spec, a.readout)
-                std = torch.cat([raw(s["video"]).flatten(0, 1) for s in samples]).std(0)
+                std = torch.cat([raw.encode_video(s["video"][None]).flatten(0, 2) for s in samples]).std(0)
             spreads = [f"{float(std[start:start + size].mean()):.3f}" for start, size in raw.readout_parts]
             print(f"{spec}: standard deviation over tokens of each readout part ({a.readout}): {', '.join(spreads)}")
     for target in a.target:

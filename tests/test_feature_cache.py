@@ -9,6 +9,7 @@ from conftest import tiny_config
 from slotmatch.data.dataset import open_dataset
 from slotmatch.data.feature_cache import CachedFeatureDataset, build_feature_cache, cache_path
 from slotmatch.models import build_model
+from slotmatch.models.encoder import CNNEncoder
 from slotmatch.train import train
 
 TINY_VIT = {"name": "vit_small_patch14_dinov2", "weights": None, "frozen": True,
@@ -38,6 +39,19 @@ def test_cached_features_equal_the_encoders(tiny_dataset, tmp_path):
     assert os.stat(path).st_mtime_ns == mtime
     other = dict(cfg["model"], img_size=42)
     assert cache_path(str(tmp_path), other, ds, "train") != path  # another input size, another cache
+
+
+def test_the_cache_of_an_encoder_with_context_holds_each_frame_with_its_neighbours(tiny_dataset, tmp_path):
+    torch.manual_seed(0)
+    encoder = CNNEncoder(channels=8, num_layers=2, patch_size=4, context=1, frozen=True).eval()
+    ds = open_dataset(tiny_dataset, "train", size=32)
+    path = build_feature_cache(encoder, ds, str(tmp_path / "ctx.npy"), progress=False)
+    with torch.no_grad():
+        want = encoder.encode_video(ds[1]["video"][None])[0]
+        alone = encoder(ds[1]["video"][:, None].expand(-1, 3, -1, -1, -1).flatten(1, 2))  # no motion seen
+    got = CachedFeatureDataset(path)[1]["features"]
+    assert torch.allclose(got, want, atol=1e-2, rtol=1e-2)
+    assert not torch.allclose(got, alone, atol=1e-2, rtol=1e-2)
 
 
 def test_training_from_the_cache_matches_training_from_frames(tiny_dataset, tmp_path):

@@ -18,7 +18,7 @@ def test_pretext_steps_lower_the_loss_on_a_fixed_batch(flow_dataset):
     torch.manual_seed(0)
     clip = open_dataset(flow_dataset, "train", with_depth=True, with_flow=True)[0]
     model = PretextModel(ENC, "pixels_raw+relief+flow")
-    frames, depth, flow = clip["video"], clip["depth"], clip["flow"]
+    frames, depth, flow = clip["video"][None], clip["depth"][None], clip["flow"][None]  # one clip
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first, parts = model.loss(frames, depth, flow)
     assert set(parts) == {"pixels_raw", "relief", "flow"}
@@ -48,10 +48,10 @@ def test_object_weights_favour_tokens_that_stand_out_of_the_floor(flow_dataset, 
     plain = PretextModel(ENC, "surface+relief")
     weighted = PretextModel(ENC, "surface+relief", object_weight=20.0)
     weighted.load_state_dict(plain.state_dict())
-    args = (clip["video"], depth, clip["flow"])
+    args = (clip["video"][None], depth[None], clip["flow"][None])
     assert abs(plain.loss(*args)[0].item() - weighted.loss(*args)[0].item()) > 1e-3
     with pytest.raises(ValueError, match="needs depth"):  # even when the targets themselves do not read depth
-        PretextModel(ENC, "pixels_raw", object_weight=20.0).loss(clip["video"])
+        PretextModel(ENC, "pixels_raw", object_weight=20.0).loss(clip["video"][None])
     out = str(tmp_path / "pt")
     pretrain_encoder(flow_dataset, out, ENC, progress=False, steps=2, batch_size=2, size=32, num_workers=0,
                      targets="surface", object_weight=20.0)
@@ -203,3 +203,39 @@ def test_standardize_gives_each_channel_zero_mean_unit_variance_per_frame(flow_d
     assert torch.allclose(y.std(1), torch.ones(3, 16), atol=1e-3)
     # an affine map of each channel per frame: the order of the tokens along each channel is kept
     assert torch.equal(x.argsort(1), y.argsort(1))
+
+
+def test_an_encoder_with_context_sees_each_frame_with_its_neighbours(flow_dataset, tmp_path):
+    from slotmatch.models.encoder import stack_context
+
+    video = torch.arange(5.0).view(1, 5, 1, 1, 1).expand(2, 5, 3, 4, 4)
+    stacked = stack_context(video, 1)
+    assert stacked.shape == (2, 5, 9, 4, 4)
+    # frame t holds frames t-1, t, t+1 in time order; the ends repeat the first and the last frame
+    assert stacked[0, :, ::3, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 4]]
+    assert torch.equal(stack_context(video, 0), video)
+    torch.manual_seed(0)
+    enc = CNNEncoder(channels=8, num_layers=2, patch_size=4, context=1)
+    clip = torch.rand(1, 6, 3, 32, 32)
+    moved = clip.clone()
+    moved[:, 3] = torch.rand(3, 32, 32)  # only frame 3 changes
+    with torch.no_grad():
+        a, b = enc.encode_video(clip), enc.encode_video(moved)
+    changed = [(a[0, t] - b[0, t]).abs().max().item() > 1e-6 for t in range(6)]
+    assert changed == [False, False, True, True, True, False]  # frame 3 and its two neighbours, nothing else
+    with pytest.raises(ValueError, match="takes 9 input channels"):  # single frames need encode_video
+        enc(clip[0])
+    with pytest.raises(ValueError, match="context must be"):
+        CNNEncoder(channels=8, num_layers=2, patch_size=4, context=-1)
+    # pretrained with context, it loads with context only, and the slot model and its cache read the neighbours
+    ctx = {**ENC, "context": 1}
+    path = pretrain_encoder(flow_dataset, str(tmp_path / "pt"), ctx, progress=False, steps=2, batch_size=6, size=32,
+                            num_workers=0, targets="surface+relief")
+    with pytest.raises(ValueError, match="context=0"):
+        CNNEncoder(**{k: v for k, v in ENC.items() if k != "name"}, weights=path)
+    model = build_model({"encoder": {**ctx, "weights": path, "frozen": True}, "img_size": 32, "num_slots": 3,
+                         "slot_dim": 8, "decoder_hidden": [16], "target": "features"})
+    with torch.no_grad():
+        features = model.encode(clip, with_target=False)["features"]
+        assert torch.allclose(features, model.encoder.encode_video(clip))
+        assert not torch.allclose(features[:, 1:], model.encoder.encode_video(clip[:, 1:]))  # frame 1 lost a neighbour

@@ -67,11 +67,13 @@ class PretextModel(nn.Module):
         self.sizes = [target_dim(p, self.encoder) for p in target_parts(targets)]
         self.head = nn.Linear(self.encoder.feature_dim, sum(self.sizes))
 
-    def loss(self, frames: torch.Tensor, depth=None, flow=None) -> tuple[torch.Tensor, dict]:
-        """frames (B, 3, H, W) -> total loss and each part's variance-normalised squared error (each token weighted
-        by `object_weights` when object_weight > 0)."""
+    def loss(self, video: torch.Tensor, depth=None, flow=None) -> tuple[torch.Tensor, dict]:
+        """video clips (B, T, 3, H, W), depth (B, T, H, W), flow (B, T, H, W, 2) -> total loss and each part's
+        variance-normalised squared error over all frames (each token weighted by `object_weights` when
+        object_weight > 0); an encoder with context sees each frame with its neighbours in the clip."""
+        frames, depth, flow = flatten_frames(video, depth, flow)
         target = make_target(self.targets, frames, None, self.encoder.patch_size, depth, flow)
-        pred = self.head(self.encoder(frames))
+        pred = self.head(self.encoder.encode_video(video).flatten(0, 1))
         weight = 1.0
         if self.object_weight > 0:
             if depth is None:
@@ -108,11 +110,14 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     if "oracle" in target_parts(targets):
         raise ValueError("the oracle reads the ground truth; it is no pretext")
     paths = [data_path] if isinstance(data_path, str) else list(data_path)
+    # clips of 2 frames, or 2 * context + 1: a frame with its neighbours on both sides, and at the clip's ends frames
+    # whose neighbours are repeated, as at a video's ends
+    clip_length = max(2, 2 * int(encoder_cfg.get("context", 0)) + 1)
     data = torch.utils.data.ConcatDataset([
-        open_dataset(p, "train", clip_length=2, random_clip=True, size=s["size"],
+        open_dataset(p, "train", clip_length=clip_length, random_clip=True, size=s["size"],
                      with_depth=target_needs_depth(targets) or s["object_weight"] > 0,
                      with_flow=target_needs_flow(targets)) for p in paths])
-    clips = max(1, s["batch_size"] // 2)
+    clips = max(1, s["batch_size"] // clip_length)  # about batch_size frames per step
     loader = DataLoader(data, batch_size=clips, shuffle=True, drop_last=len(data) >= clips,
                         num_workers=s["num_workers"], persistent_workers=s["num_workers"] > 0)
     model = PretextModel(encoder_cfg, targets, s["object_weight"])
@@ -147,7 +152,7 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     model.train()
     while step < s["steps"] and (deadline is None or time.time() < deadline):
         for batch in loader:
-            loss, parts = model.loss(*flatten_frames(batch["video"], batch.get("depth"), batch.get("flow")))
+            loss, parts = model.loss(batch["video"], batch.get("depth"), batch.get("flow"))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

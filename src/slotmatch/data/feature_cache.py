@@ -45,7 +45,7 @@ def build_feature_cache(encoder: torch.nn.Module, dataset, path: str, batch_size
 
     first = dataset[0]["video"]  # (T, 3, H, W)
     T = first.shape[0]
-    N, D = encoder(first[:1].to(device)).shape[1:]
+    N, D = encoder.encode_video(first[None, :1].to(device)).shape[2:]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"  # per process: two runs building the same cache do not clash
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(dataset), T, N, D))
@@ -55,8 +55,8 @@ def build_feature_cache(encoder: torch.nn.Module, dataset, path: str, batch_size
         video = batch["video"]  # (B, T, 3, H, W)
         if video.shape[1] != T:
             raise ValueError(f"{path}: the feature cache needs videos of equal length ({T} vs {video.shape[1]})")
-        feats = encoder(video.flatten(0, 1).to(device))  # (B*T, N, D)
-        arr[i:i + video.shape[0]] = feats.unflatten(0, video.shape[:2]).cpu().half().numpy()
+        feats = encoder.encode_video(video.to(device))  # (B, T, N, D), each frame with its neighbours if any
+        arr[i:i + video.shape[0]] = feats.cpu().half().numpy()
         i += video.shape[0]
     arr.flush()
     del arr

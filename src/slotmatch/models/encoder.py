@@ -78,11 +78,27 @@ class Encoder(nn.Module):
     patch_size: int
     frozen: bool
     needs_segmentations: bool = False  # only the oracle diagnostic reads the ground truth
+    context: int = 0  # neighbouring frames on each side that each frame is encoded with (`stack_context`)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, 3, H, W) -> tokens (B, T, N, feature_dim): each frame with its `context` neighbours."""
+        B, T = video.shape[:2]
+        return self(stack_context(video, self.context).flatten(0, 1)).unflatten(0, (B, T))
 
     def grid_size(self, img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
         """Token grid (h, w) for an input of img_size (int or (H, W))."""
         H, W = _to_2tuple(img_size)
         return (H // self.patch_size, W // self.patch_size)
+
+
+def stack_context(video: torch.Tensor, context: int) -> torch.Tensor:
+    """video (B, T, 3, H, W) -> (B, T, 3 * (2 * context + 1), H, W): frame t with frames t - context .. t + context
+    stacked on the channels in time order, the first and last frame repeated past the ends of the video."""
+    if context == 0:
+        return video
+    T = video.shape[1]
+    index = (torch.arange(T).unsqueeze(1) + torch.arange(-context, context + 1)).clamp(0, T - 1)  # (T, 2c + 1)
+    return video[:, index].flatten(2, 3)
 
 
 def position_grid(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
@@ -531,20 +547,25 @@ class CNNEncoder(Encoder):
     `standardize`: each output channel is standardised over the frame's tokens (zero mean, unit variance per frame,
     no parameters): every channel then weighs alike in the reconstruction loss, as in k-means on standardised
     features; without it the loss follows the channels' raw scales (docs/RESULTS.md, "Reading the frozen encoder through its pretext head").
-    (B, 3, H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
+    `context` > 0: each frame is seen with its `context` neighbours on each side (`stack_context`, through
+    `encode_video`), so the CNN can use motion: what moves against the floor is an object.
+    (B, 3 * (2 * context + 1), H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
     """
 
     def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
                  kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None,
                  deep_patch_size: Optional[int] = None, readout: Optional[str] = None, pretext: Optional[str] = None,
-                 standardize: bool = False):
+                 standardize: bool = False, context: int = 0):
         super().__init__()
+        if int(context) != context or context < 0:
+            raise ValueError(f"encoder context must be a whole number of frames >= 0, got {context!r}")
+        self.context = int(context)
         deep = deep_patch_size or patch_size
         n_out, n_down = int(round(math.log2(patch_size))), int(round(math.log2(deep)))
         if 2 ** n_out != patch_size or 2 ** n_down != deep or deep < patch_size or n_down > num_layers:
             raise ValueError(f"patch_size and deep_patch_size must be powers of 2 with patch_size <= deep_patch_size "
                              f"<= 2**num_layers, got {patch_size} and {deep_patch_size}")
-        layers, c_in = [], 3
+        layers, c_in = [], 3 * (2 * self.context + 1)
         for i in range(num_layers):
             stride = 2 if i < n_down else 1
             layers += [nn.Conv2d(c_in, channels, kernel_size, stride, padding=kernel_size // 2),
@@ -579,7 +600,8 @@ class CNNEncoder(Encoder):
             except RuntimeError as e:
                 shapes = {k: tuple(v.shape) for k, v in sd.items()}
                 raise ValueError(f"{weights} does not fit a CNN encoder with channels={channels}, "
-                                 f"num_layers={num_layers}, patch_size={patch_size}, kernel_size={kernel_size} "
+                                 f"num_layers={num_layers}, patch_size={patch_size}, kernel_size={kernel_size}, "
+                                 f"context={self.context} "
                                  f"(the file holds {shapes}): {str(e).splitlines()[0]}") from None
             if readout:
                 stored = safetensors_metadata(weights).get("pretext")
@@ -609,8 +631,12 @@ class CNNEncoder(Encoder):
         self.feature_dim = sum(n for _, n in self.readout_parts) + 4 * self.readout_position
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, 3, H, W) in [0, 1] -> (B, N, C)."""
-        B, _, H, W = images.shape
+        """images: (B, 3, H, W) in [0, 1], or (B, 3 * (2 * context + 1), H, W) with context -> (B, N, C)."""
+        B, C, H, W = images.shape
+        if C != self.convs[0].in_channels:
+            raise ValueError(f"this CNN encoder takes {self.convs[0].in_channels} input channels (context "
+                             f"{self.context}), got images of shape {tuple(images.shape)}: with context, encode "
+                             f"whole videos with encode_video")
         p = self.patch_size
         x = images * 2.0 - 1.0
         fine = None

@@ -113,11 +113,12 @@ class SlotContrast(nn.Module):
         frames = video.flatten(0, 1)  # (B*T, 3, H, W)
         if self.encoder.needs_segmentations:  # the oracle diagnostic
             features = self.encoder(frames, None if segmentations is None else segmentations.flatten(0, 1))
+            features = features.unflatten(0, (B, T))
         else:
-            features = self.encoder(frames)  # (B*T, N, Dfeat)
-        out = {"features": features.unflatten(0, (B, T))}
+            features = self.encoder.encode_video(video)  # (B, T, N, Dfeat)
+        out = {"features": features}
         if with_target:
-            target = make_target(self.target_type, frames, features, self.encoder.patch_size,
+            target = make_target(self.target_type, frames, features.flatten(0, 1), self.encoder.patch_size,
                                  *flatten_frames(depth, flow, segmentations))
             out["target"] = target.unflatten(0, (B, T))  # (B, T, N, F)
         return out
