@@ -128,6 +128,31 @@ def test_chunked_equals_one_pass(ckpt, video, tmp_path):
     assert np.array_equal(ids + 1, a)
 
 
+def test_parts_come_with_the_frames_around_them():
+    frames = [np.full((2, 2, 3), t, np.uint8) for t in range(7)]
+    got = [([f[0, 0, 0] for f in b], [f[0, 0, 0] for f in p], [f[0, 0, 0] for f in a])
+           for b, p, a in infer._chunks(iter(frames), 3, "v.mp4", context=2)]
+    assert got == [([], [0, 1, 2], [3, 4]), ([1, 2], [3, 4, 5], [6]), ([4, 5], [6], [])]
+    assert [len(p) for _, p, _ in infer._chunks(iter(frames), 1, "v.mp4", context=3)] == [1] * 7
+    assert [(b, a) for b, _, a in infer._chunks(iter(frames), 4, "v.mp4")] == [([], []), ([], [])]
+
+
+def test_an_encoder_with_context_segments_chunked_as_in_one_pass(tiny_dataset, video, tmp_path):
+    cfg = tiny_config(tiny_dataset, max_steps=2, val_every=2, checkpoint_every=2)
+    cfg["model"]["encoder"]["context"] = 1  # each frame seen with its neighbours
+    ckpt = train(cfg, str(tmp_path / "run"), progress=False)
+    one = segment(video, ckpt, str(tmp_path / "one"), chunk=100, progress=False)
+    for chunk in (1, 3):
+        segment(video, ckpt, str(tmp_path / f"chunk{chunk}"), chunk=chunk, progress=False)
+        assert np.array_equal(read_masks(tmp_path / "one"), read_masks(tmp_path / f"chunk{chunk}"))
+    from slotmatch.checkpoint import load_model
+
+    model, _ = load_model(ckpt)
+    assert model.encoder.context == 1 and one["frames"] == T
+    ids, _ = infer.segment_frames(model, decoded_frames(video), (32, 32))
+    assert np.array_equal(ids + 1, read_masks(tmp_path / "one"))
+
+
 def test_folder_of_frames(ckpt, frames, tmp_path):
     folder = tmp_path / "clip"
     folder.mkdir()

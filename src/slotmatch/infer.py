@@ -45,6 +45,7 @@ others are written, and the summary lists the failures (the CLI then exits with 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -218,21 +219,28 @@ def _check_count(path: str, n: int, declared: int | None) -> None:
         raise UserError(f"{path}: truncated: {n} of the {declared} frames it declares could be decoded")
 
 
-def _chunks(frames: Iterator[np.ndarray], n: int, path: str) -> Iterator[list[np.ndarray]]:
-    """Lists of up to n frames; every frame must have the first frame's size."""
-    buf, shape, t = [], None, 0
-    for f in frames:
-        if shape is None:
-            shape = f.shape
-        elif f.shape != shape:
-            raise UserError(f"{path}: frame {t} is {f.shape[1]}x{f.shape[0]}, frame 0 is {shape[1]}x{shape[0]}")
-        buf.append(f)
-        t += 1
-        if len(buf) == n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
+def _chunks(frames: Iterator[np.ndarray], n: int, path: str,
+            context: int = 0) -> Iterator[tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]]:
+    """(before, part, after): parts of up to n frames, each with up to `context` frames before and after it (what an
+    encoder with context sees around the part; fewer at the video's ends); every frame must have frame 0's size."""
+
+    def checked():
+        shape = None
+        for t, f in enumerate(frames):
+            if shape is None:
+                shape = f.shape
+            elif f.shape != shape:
+                raise UserError(f"{path}: frame {t} is {f.shape[1]}x{f.shape[0]}, frame 0 is {shape[1]}x{shape[0]}")
+            yield f
+
+    it = checked()
+    buf, history = list(itertools.islice(it, n + context)), []
+    while buf:
+        part, after = buf[:n], buf[n:n + context]
+        yield history[len(history) - context:] if context else [], part, after
+        history = (history + part)[-context:] if context else []
+        buf = buf[n:]
+        buf += list(itertools.islice(it, n + context - len(buf)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,18 +378,26 @@ def _model_size(model, size: int | None) -> tuple[int, int]:
 
 @torch.inference_mode()
 def segment_frames(model, frames: list[np.ndarray], model_size: tuple[int, int],
-                   prev_slots: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor]:
+                   prev_slots: torch.Tensor | None = None, before: list[np.ndarray] = (),
+                   after: list[np.ndarray] = ()) -> tuple[np.ndarray, torch.Tensor]:
     """Slot ids of consecutive frames (each (H, W, 3) uint8) -> ids (T, H, W) uint8, last slots (1, K, D).
 
     prev_slots: the slots of the frame before the first (None: the video starts here).
+    before, after: the video's frames just before and after these, which an encoder with context
+    (`encoder.context`) sees beside the first and last of them; none at the video's ends.
     """
     device = next(model.parameters()).device
-    x = torch.from_numpy(np.stack(frames)).to(device)  # (T, H, W, 3) uint8
+    T = len(frames)
+    x = torch.from_numpy(np.stack([*before, *frames, *after])).to(device)  # (T', H, W, 3) uint8
     x = x.permute(0, 3, 1, 2).float().div_(255)  # (T, 3, H, W)
     H, W = x.shape[-2:]
     if (H, W) != tuple(model_size):
         x = F.interpolate(x, size=model_size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
-    out = model(x.unsqueeze(0), prev_slots=prev_slots, masks_only=True)
+    if before or after:  # the neighbours only feed the encoder
+        features = model.encoder.encode_video(x.unsqueeze(0))[:, len(before):len(before) + T]
+        out = model(x[None, len(before):len(before) + T], features=features, prev_slots=prev_slots, masks_only=True)
+    else:
+        out = model(x.unsqueeze(0), prev_slots=prev_slots, masks_only=True)
     K = out["masks"].shape[2]
     masks = out["masks"].unflatten(-1, out["mask_grid"])  # (1, T, K, h, w)
     ids = masks_to_ids(masks, (H, W), chunk=max(1, MAX_IDS_ELEMENTS // (K * H * W)))[0]  # (T, H, W)
@@ -411,14 +427,14 @@ def segment_video(model, source: Source, out_dir: str, model_size: tuple[int, in
     bar = tqdm(total=declared, desc=source.name, unit="frame", disable=not progress, leave=False, file=sys.stderr)
     complete = False
     try:
-        for part in _chunks(frames, chunk, source.path):
+        for before, part, after in _chunks(frames, chunk, source.path, model.encoder.context):
             if not writers:
                 size = part[0].shape[:2]
                 writers.append(Mp4Writer(os.path.join(out_dir, "overlay.mp4"), rate, size))
                 if gif:
                     writers.append(GifWriter(os.path.join(out_dir, "overlay.gif"), rate))
             tic = time.perf_counter()
-            ids, prev_slots = segment_frames(model, part, model_size, prev_slots)  # (T, H, W)
+            ids, prev_slots = segment_frames(model, part, model_size, prev_slots, before, after)  # (T, H, W)
             _sync(device)
             model_time += time.perf_counter() - tic
             for frame_ids, frame in zip(ids, part):
