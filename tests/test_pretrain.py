@@ -239,3 +239,33 @@ def test_an_encoder_with_context_sees_each_frame_with_its_neighbours(flow_datase
         features = model.encode(clip, with_target=False)["features"]
         assert torch.allclose(features, model.encoder.encode_video(clip))
         assert not torch.allclose(features[:, 1:], model.encoder.encode_video(clip[:, 1:]))  # frame 1 lost a neighbour
+
+
+def test_an_unpacked_readout_gives_one_token_per_pixel_with_that_pixels_predictions():
+    torch.manual_seed(0)
+    kw = dict(channels=8, num_layers=2, patch_size=2, readout="surface+relief", pretext="surface+relief")
+    packed, unpacked = CNNEncoder(**kw), CNNEncoder(**kw, unpack=True)
+    unpacked.load_state_dict(packed.state_dict())
+    assert (unpacked.patch_size, unpacked.cnn_patch_size, unpacked.feature_dim) == (1, 2, 4)
+    assert unpacked.grid_size(32) == (32, 32)
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = packed(images), unpacked(images)  # (2, 256, 16), (2, 1024, 4)
+    assert a.shape == (2, 16 * 16, 16) and b.shape == (2, 32 * 32, 4)
+    # pixel (y, x) lies in patch (y // 2, x // 2) at (y % 2, x % 2): its colours are the surface part's values there
+    # (channel-major, then row, then column, as `surface_patch_target` lays them out), then the relief part's value
+    for y, x in [(0, 0), (5, 8), (31, 30), (17, 3)]:
+        token = a[:, (y // 2) * 16 + x // 2]
+        at = (y % 2) * 2 + x % 2
+        want = torch.stack([token[:, c * 4 + at] for c in range(3)] + [token[:, 12 + at]], -1)
+        assert torch.allclose(b[:, y * 32 + x], want, atol=1e-6)
+    with torch.no_grad():  # position is the pixel's; standardisation runs over all pixels of the frame
+        pos = CNNEncoder(**{**kw, "readout": "relief+position"}, unpack=True, standardize=True)(images)
+    assert pos.shape == (2, 1024, 1 + 4)
+    assert torch.allclose(pos.mean(1), torch.zeros(2, 5), atol=1e-4)
+    with pytest.raises(ValueError, match="give it a readout"):
+        CNNEncoder(channels=8, num_layers=2, patch_size=2, unpack=True)
+    model = build_model({"encoder": {"name": "cnn", **kw, "unpack": True, "frozen": True}, "img_size": 32,
+                         "num_slots": 3, "slot_dim": 8, "decoder_hidden": [16], "target": "features"})
+    out = model(torch.rand(1, 2, 3, 32, 32))
+    assert model.grid == (32, 32) and out["masks"].shape == (1, 2, 3, 32 * 32)

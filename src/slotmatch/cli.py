@@ -66,7 +66,9 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     settings["size"] = cfg["data"].get("size", 64)
     path = pretrain_encoder(a.data or [cfg["data"]["path"]], a.out, enc, resume=a.resume, progress=not a.quiet,
                             **settings)
-    print(f"encoder weights: {path}\nuse them frozen with: model.encoder.weights={path} model.encoder.frozen=true")
+    context = f" model.encoder.context={enc['context']}" if enc.get("context") else ""  # the same input frames
+    print(f"encoder weights: {path}\nuse them frozen with: model.encoder.weights={path} model.encoder.frozen=true"
+          f"{context}")
 
 
 def cmd_distill(a: argparse.Namespace) -> None:

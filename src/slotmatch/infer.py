@@ -368,8 +368,9 @@ def _model_size(model, size: int | None) -> tuple[int, int]:
     if size is None:
         s = model.cfg.img_size
         return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
-    if size < enc.patch_size or size % enc.patch_size:
-        raise ValueError(f"--size {size}: must be a multiple of the encoder's patch size {enc.patch_size}")
+    patch = getattr(enc, "cnn_patch_size", enc.patch_size)  # an unpacked CNN readout has one token per pixel
+    if size < patch or size % patch:
+        raise ValueError(f"--size {size}: must be a multiple of the encoder's patch size {patch}")
     fixed = getattr(enc, "img_size", None)  # a ViT's position embedding fixes its input size
     if fixed is not None and tuple(fixed) != (size, size):
         raise ValueError(f"--size {size}: this checkpoint's ViT encoder takes {fixed[0]}x{fixed[1]} inputs only")

@@ -547,6 +547,10 @@ class CNNEncoder(Encoder):
     `standardize`: each output channel is standardised over the frame's tokens (zero mean, unit variance per frame,
     no parameters): every channel then weighs alike in the reconstruction loss, as in k-means on standardised
     features; without it the loss follows the channels' raw scales (docs/RESULTS.md, "Reading the frozen encoder through its pretext head").
+    `unpack` (with a readout): the tokens are the readout's per-pixel predictions, one token per pixel of the
+    patch_size x patch_size patch (each pretext part predicts its values for every pixel of the patch), so the token
+    grid is the frame's pixel grid (`patch_size` becomes 1) and the masks can follow object edges finer than a
+    patch; "position" is then the pixel's.
     `context` > 0: each frame is seen with its `context` neighbours on each side (`stack_context`, through
     `encode_video`), so the CNN can use motion: what moves against the floor is an object.
     (B, 3 * (2 * context + 1), H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
@@ -555,7 +559,7 @@ class CNNEncoder(Encoder):
     def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
                  kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None,
                  deep_patch_size: Optional[int] = None, readout: Optional[str] = None, pretext: Optional[str] = None,
-                 standardize: bool = False, context: int = 0):
+                 standardize: bool = False, context: int = 0, unpack: bool = False):
         super().__init__()
         if int(context) != context or context < 0:
             raise ValueError(f"encoder context must be a whole number of frames >= 0, got {context!r}")
@@ -613,6 +617,14 @@ class CNNEncoder(Encoder):
                     raise ValueError(f"{weights} was pretrained on {stored!r}, not {pretext!r} (encoder.pretext)")
                 self._build_readout(readout, stored, weights)
                 self.readout.load_state_dict(head)
+        self.cnn_patch_size = patch_size  # the CNN's stride; patch_size is the token grid's
+        self.unpack = bool(unpack)
+        if self.unpack:
+            if self.readout is None:
+                raise ValueError("encoder unpack reads the readout's per-pixel predictions: give it a readout")
+            p2 = patch_size ** 2
+            self.feature_dim = sum(n // p2 for _, n in self.readout_parts) + 4 * self.readout_position
+            self.patch_size = 1
         if frozen:
             self.requires_grad_(False)
 
@@ -633,11 +645,11 @@ class CNNEncoder(Encoder):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, H, W) in [0, 1], or (B, 3 * (2 * context + 1), H, W) with context -> (B, N, C)."""
         B, C, H, W = images.shape
+        p = self.cnn_patch_size
         if C != self.convs[0].in_channels:
             raise ValueError(f"this CNN encoder takes {self.convs[0].in_channels} input channels (context "
                              f"{self.context}), got images of shape {tuple(images.shape)}: with context, encode "
                              f"whole videos with encode_video")
-        p = self.patch_size
         x = images * 2.0 - 1.0
         fine = None
         for i, layer in enumerate(self.convs):
@@ -653,6 +665,10 @@ class CNNEncoder(Encoder):
         if self.readout is not None:
             pred = self.readout(x)
             out = [pred[..., start:start + n] for start, n in self.readout_parts]
+            if self.unpack:  # each part's (m, p, p) values of a patch -> m values at each of its p * p pixels
+                out = [part.reshape(B, h, w, -1, p, p).permute(0, 1, 4, 2, 5, 3).reshape(B, h * p * w * p, -1)
+                       for part in out]
+                grid = position_grid(h * p, w * p, x.device, x.dtype)
             if self.readout_position:
                 out.append(grid.expand(B, -1, -1))
             x = torch.cat(out, -1)
