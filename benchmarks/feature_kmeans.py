@@ -2,13 +2,17 @@
 
 Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
        [--target NAME ...] [--readout PARTS] [--scale video|frame|none] [--surface-radius R]
-       [--token-norm]
+       [--token-norm] [--unpack] [--target-pool P]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
 --target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
 (e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
 what an encoder that predicted that target perfectly would give k-means. No masks are read.
 --readout PARTS: k-means on each encoder's tokens read through its pretext head (`encoder: {readout: PARTS}`,
 e.g. surface, surface+relief, surface+position): its predictions of those pretext parts instead of its features.
+--unpack (with --readout): one token per pixel, each the readout's predictions for that pixel (`encoder: {unpack:
+true}`), instead of one token per patch.
+--target-pool P: the targets averaged over P x P pixels before k-means (the ids drawn back at every pixel): what a
+perfect prediction gives on a token grid P times coarser than the frame, as the encoders' patches are.
 
 Every validation video's tokens (all frames together) are clustered into SEGMENTS with k-means, as the
 kmeans-colour reference clusters pixels, and the ids, upsampled from the token grid, are scored with video
@@ -30,13 +34,15 @@ from slotmatch.references import kmeans, reference_ids
 from slotmatch.train import video_scores
 
 
-def load_encoder(spec: str, readout: str | None = None, standardize: bool = False) -> CNNEncoder:
-    """A `slotmatch pretrain` folder or its encoder.safetensors -> the frozen CNN (read through its head: readout)."""
+def load_encoder(spec: str, readout: str | None = None, standardize: bool = False, unpack: bool = False) -> CNNEncoder:
+    """A `slotmatch pretrain` folder or its encoder.safetensors -> the frozen CNN (read through its head: readout;
+    one token per pixel: unpack)."""
     folder = spec if os.path.isdir(spec) else os.path.dirname(spec)
     weights = os.path.join(spec, "encoder.safetensors") if os.path.isdir(spec) else spec
     cfg = json.load(open(os.path.join(folder, "pretrain.json")))["encoder"]
     cfg = {k: v for k, v in cfg.items() if k not in ("name", "weights", "frozen")}  # pretrain.json may name them
-    return CNNEncoder(**cfg, weights=weights, frozen=True, readout=readout, standardize=standardize).eval()
+    return CNNEncoder(**cfg, weights=weights, frozen=True, readout=readout, standardize=standardize,
+                      unpack=unpack).eval()
 
 
 @torch.no_grad()
@@ -69,17 +75,22 @@ def split_position(target: str) -> tuple[str, bool]:
 
 
 @torch.no_grad()
-def target_ids(sample: dict, target: str, k: int) -> torch.Tensor:
-    """k-means over all pixels of a video on a target computed per pixel (patch size 1) -> ids (T, H, W)."""
+def target_ids(sample: dict, target: str, k: int, pool: int = 1) -> torch.Tensor:
+    """k-means over all pixels of a video on a target computed per pixel (patch size 1), or over its averages on
+    pool x pool blocks (each pixel then takes its block's id) -> ids (T, H, W)."""
     target, position = split_position(target)
     video = sample["video"]
     T, _, H, W = video.shape
     x = make_target(target, video, None, 1, sample.get("depth"), sample.get("flow"))  # (T, H*W, F)
     if position:
         x = torch.cat([x, position_grid(H, W)[:, :2].expand(T, -1, -1)], -1)  # (y, x) in [0, 1]
-    x = x.reshape(1, T * H * W, -1)
+    h, w = H // pool, W // pool
+    if pool > 1:
+        x = F.avg_pool2d(x.transpose(1, 2).reshape(T, -1, H, W), pool).flatten(2).transpose(1, 2)  # (T, h*w, F)
+    x = x.reshape(1, T * h * w, -1)
     x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
-    return kmeans(x, k, seed=0).reshape(T, H, W)
+    ids = kmeans(x, k, seed=0).reshape(T, 1, h, w).float()
+    return F.interpolate(ids, size=(H, W), mode="nearest").reshape(T, H, W).long()
 
 
 def main() -> None:
@@ -93,12 +104,17 @@ def main() -> None:
     ap.add_argument("--token-norm", action="store_true",
                     help="also k-means on each encoder's tokens normalised over their channels (the input MLP's "
                          "LayerNorm)")
+    ap.add_argument("--unpack", action="store_true", help="with --readout: one token per pixel (encoder unpack)")
+    ap.add_argument("--target-pool", type=int, default=1,
+                    help="average each target over P x P pixels before k-means (a token grid P times coarser)")
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--surface-radius", type=int, default=None,
                     help="the surface target's window radius at 64 px (default encoder.SURFACE_RADIUS)")
     a = ap.parse_args()
+    if a.unpack and not a.readout:
+        ap.error("--unpack reads the readout's per-pixel predictions: give --readout")
     if a.surface_radius is not None:  # surface_colour reads the module's default window at every call
         import slotmatch.models.encoder as encoder_module
 
@@ -114,9 +130,10 @@ def main() -> None:
     for ref in ("grid", "kmeans-colour"):
         rows[f"reference: {ref}"] = video_scores(reference_ids(ref, video, a.segments), true)
     for spec in a.encoders:
-        enc = load_encoder(spec, a.readout, standardize=a.scale == "frame")
+        enc = load_encoder(spec, a.readout, standardize=a.scale == "frame", unpack=a.unpack)
         tokens = [feature_tokens(enc, s["video"], a.scale) for s in samples]
-        name = f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout})")
+        name = f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout}"
+                                         + (", one token per pixel)" if a.unpack else ")"))
         rows[name + {"video": "", "frame": ", standardised per frame", "none": ", not standardised"}[a.scale]] = \
             video_scores(torch.stack([token_ids(t, a.segments, a.size) for t in tokens]), true)
         if a.token_norm:
@@ -129,8 +146,9 @@ def main() -> None:
             spreads = [f"{float(std[start:start + size].mean()):.3f}" for start, size in raw.readout_parts]
             print(f"{spec}: standard deviation over tokens of each readout part ({a.readout}): {', '.join(spreads)}")
     for target in a.target:
-        pred = torch.stack([target_ids(s, target, a.segments) for s in samples])
-        rows[f"k-means on the target {target}"] = video_scores(pred, true)
+        pred = torch.stack([target_ids(s, target, a.segments, a.target_pool) for s in samples])
+        pooled = "" if a.target_pool == 1 else f", averaged over {a.target_pool}x{a.target_pool} pixels"
+        rows[f"k-means on the target {target}{pooled}"] = video_scores(pred, true)
     radius = "" if a.surface_radius is None else f", surface window radius {a.surface_radius}"
     print(f"{a.dataset}, {n} validation videos at {a.size}x{a.size}, {a.segments} segments per video{radius}\n")
     print("| segmenter | video FG-ARI | video mBO | image FG-ARI | image mBO |\n|---|---|---|---|---|")
