@@ -269,3 +269,20 @@ def test_an_unpacked_readout_gives_one_token_per_pixel_with_that_pixels_predicti
                          "num_slots": 3, "slot_dim": 8, "decoder_hidden": [16], "target": "features"})
     out = model(torch.rand(1, 2, 3, 32, 32))
     assert model.grid == (32, 32) and out["masks"].shape == (1, 2, 3, 32 * 32)
+
+
+def test_patch_size_one_adds_a_full_resolution_layer_under_the_deep_grid():
+    enc = CNNEncoder(channels=8, num_layers=3, patch_size=1, deep_patch_size=4)
+    strides = [m.stride[0] for m in enc.convs if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [1, 2, 2] and enc.fine_layer == 1
+    x = torch.rand(2, 3, 16, 16)
+    assert enc(x).shape == (2, 16 * 16, 8)
+    y = x.clone()
+    y[:, :, 5, 7] = 1 - y[:, :, 5, 7]  # one pixel: its token changes more than a far token's, through the lateral
+    with torch.no_grad():
+        d = (enc(x) - enc(y)).abs().sum(-1).reshape(2, 16, 16)
+    assert d[:, 5, 7].min() > 0 and (d[:, 5, 7] > d[:, 15, 0]).all()
+    with pytest.raises(ValueError, match="needs at least 3 layers"):
+        CNNEncoder(channels=8, num_layers=2, patch_size=1, deep_patch_size=4)
+    two = CNNEncoder(channels=8, num_layers=2, patch_size=2, deep_patch_size=4)  # unchanged below: stride 2 first
+    assert [m.stride[0] for m in two.convs if isinstance(m, torch.nn.Conv2d)] == [2, 2] and two.fine_layer == 1

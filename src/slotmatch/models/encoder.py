@@ -535,7 +535,8 @@ class CNNEncoder(Encoder):
     log2(patch_size) stride-2 convs then stride-1 convs, ReLU; then a soft position embedding
     (linear map of the (y, x, 1-y, 1-x) grid coordinates, Locatello et al. 2020) is added.
     `deep_patch_size` > patch_size: the deep layers work at that stride and a lateral 1x1 conv adds the
-    features of the layer at stride patch_size to them, upsampled: a finer token grid at little cost.
+    features of the layer at stride patch_size to them, upsampled: a finer token grid at little cost. With
+    patch_size 1 a first layer at full resolution gives those features (one token per pixel).
     `weights` loads a pretrained one (`slotmatch pretrain`), usually with `frozen=True`: the offline
     stand-in for the paper's frozen DINOv2.
     `readout` ("+"-joined parts of the pretext, e.g. "surface+relief", optionally "+position"): the tokens are
@@ -569,16 +570,20 @@ class CNNEncoder(Encoder):
         if 2 ** n_out != patch_size or 2 ** n_down != deep or deep < patch_size or n_down > num_layers:
             raise ValueError(f"patch_size and deep_patch_size must be powers of 2 with patch_size <= deep_patch_size "
                              f"<= 2**num_layers, got {patch_size} and {deep_patch_size}")
+        # patch_size 1 below a coarser deep grid: a first layer at full resolution, whose features the lateral adds
+        full_res = int(patch_size == 1 and deep > 1)
+        if n_down + full_res > num_layers:
+            raise ValueError(f"patch_size 1 with deep_patch_size {deep} needs at least {n_down + 1} layers")
         layers, c_in = [], 3 * (2 * self.context + 1)
         for i in range(num_layers):
-            stride = 2 if i < n_down else 1
+            stride = 2 if full_res <= i < n_down + full_res else 1
             layers += [nn.Conv2d(c_in, channels, kernel_size, stride, padding=kernel_size // 2),
                        nn.ReLU(inplace=True)]
             c_in = channels
         self.convs = nn.Sequential(*layers)
         # a finer output grid than the deep layers': the deep features are upsampled to it and the features of the
         # layer at that stride are added through a 1x1 conv (a one-level feature pyramid): fine masks, cheap layers
-        self.fine_layer = 2 * n_out - 1 if deep != patch_size else None  # index of that layer's ReLU
+        self.fine_layer = (1 if full_res else 2 * n_out - 1) if deep != patch_size else None  # that layer's ReLU
         self.lateral = nn.Conv2d(channels, channels, 1) if self.fine_layer is not None else None
         self.deep_patch_size = deep
         self.pos = nn.Linear(4, channels)
