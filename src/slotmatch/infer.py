@@ -237,7 +237,7 @@ def _chunks(frames: Iterator[np.ndarray], n: int, path: str,
     buf, history = list(itertools.islice(it, n + context)), []
     while buf:
         part, after = buf[:n], buf[n:n + context]
-        yield history[len(history) - context:] if context else [], part, after
+        yield history, part, after
         history = (history + part)[-context:] if context else []
         buf = buf[n:]
         buf += list(itertools.islice(it, n + context - len(buf)))
@@ -394,11 +394,8 @@ def segment_frames(model, frames: list[np.ndarray], model_size: tuple[int, int],
     H, W = x.shape[-2:]
     if (H, W) != tuple(model_size):
         x = F.interpolate(x, size=model_size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
-    if before or after:  # the neighbours only feed the encoder
-        features = model.encoder.encode_video(x.unsqueeze(0))[:, len(before):len(before) + T]
-        out = model(x[None, len(before):len(before) + T], features=features, prev_slots=prev_slots, masks_only=True)
-    else:
-        out = model(x.unsqueeze(0), prev_slots=prev_slots, masks_only=True)
+    features = model.encoder.encode_video(x.unsqueeze(0))[:, len(before):len(before) + T]  # neighbours: encoder only
+    out = model(x[None, len(before):len(before) + T], features=features, prev_slots=prev_slots, masks_only=True)
     K = out["masks"].shape[2]
     masks = out["masks"].unflatten(-1, out["mask_grid"])  # (1, T, K, h, w)
     ids = masks_to_ids(masks, (H, W), chunk=max(1, MAX_IDS_ELEMENTS // (K * H * W)))[0]  # (T, H, W)

@@ -583,7 +583,7 @@ class CNNEncoder(Encoder):
         self.convs = nn.Sequential(*layers)
         # a finer output grid than the deep layers': the deep features are upsampled to it and the features of the
         # layer at that stride are added through a 1x1 conv (a one-level feature pyramid): fine masks, cheap layers
-        self.fine_layer = (1 if full_res else 2 * n_out - 1) if deep != patch_size else None  # that layer's ReLU
+        self.fine_layer = 2 * (n_out + full_res) - 1 if deep != patch_size else None  # index of that layer's ReLU
         self.lateral = nn.Conv2d(channels, channels, 1) if self.fine_layer is not None else None
         self.deep_patch_size = deep
         self.pos = nn.Linear(4, channels)
