@@ -286,3 +286,39 @@ def test_patch_size_one_adds_a_full_resolution_layer_under_the_deep_grid():
         CNNEncoder(channels=8, num_layers=2, patch_size=1, deep_patch_size=4)
     two = CNNEncoder(channels=8, num_layers=2, patch_size=2, deep_patch_size=4)  # unchanged below: stride 2 first
     assert [m.stride[0] for m in two.convs if isinstance(m, torch.nn.Conv2d)] == [2, 2] and two.fine_layer == 1
+
+
+def test_refine_layers_combine_the_fine_and_deep_features_on_the_output_grid(flow_dataset, tmp_path, capsys):
+    from slotmatch.cli import main
+
+    torch.manual_seed(0)
+    kw = dict(channels=8, num_layers=3, patch_size=2, deep_patch_size=4)
+    plain, refined = CNNEncoder(**kw), CNNEncoder(**kw, refine_layers=2)
+    assert not any(k.startswith("refine") for k in plain.state_dict())  # encoders without it are unchanged
+    assert [tuple(refined.state_dict()[f"refine.{i}.weight"].shape) for i in (0, 2)] == [(8, 8, 3, 3)] * 2
+    refined.load_state_dict({**refined.state_dict(), **plain.state_dict()})
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = plain(images), refined(images)
+        assert a.shape == b.shape == (2, 16 * 16, 8)
+        assert not torch.allclose(a, b)
+        # refine convs that pass the merged features through (a centre tap of 1, no bias) keep their positive part
+        for conv in (refined.refine[0], refined.refine[2]):
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[range(8), range(8), 1, 1] = 1.0
+        pos = plain.pos(position_grid(16, 16))
+        assert torch.allclose(refined(images) - pos, (a - pos).clamp(min=0), atol=1e-5)
+    with pytest.raises(ValueError, match="refine_layers must be"):
+        CNNEncoder(**kw, refine_layers=-1)
+    # pretrained with refine layers, the weights load only into an encoder that has them; the hint names them
+    code = main(["pretrain", "--config", "movi-c-like-frozen", "--data", flow_dataset, "--out", str(tmp_path / "pt"),
+                 "--steps", "2", "--batch-size", "4", "--targets", "surface+relief", "--quiet",
+                 "model.encoder.channels=8", "model.encoder.num_layers=3", "model.encoder.refine_layers=2",
+                 "data.size=32"])
+    assert code in (0, None)
+    assert "model.encoder.refine_layers=2" in capsys.readouterr().out
+    path = str(tmp_path / "pt" / "encoder.safetensors")
+    with pytest.raises(ValueError, match="refine_layers=0"):
+        CNNEncoder(**kw, weights=path)
+    CNNEncoder(**kw, weights=path, refine_layers=2)

@@ -66,9 +66,10 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     settings["size"] = cfg["data"].get("size", 64)
     path = pretrain_encoder(a.data or [cfg["data"]["path"]], a.out, enc, resume=a.resume, progress=not a.quiet,
                             **settings)
-    context = f" model.encoder.context={enc['context']}" if enc.get("context") else ""  # the same input frames
+    # the same network when it is used: the architecture keys set away from their defaults
+    same = "".join(f" model.encoder.{k}={enc[k]}" for k in ("context", "refine_layers") if enc.get(k))
     print(f"encoder weights: {path}\nuse them frozen with: model.encoder.weights={path} model.encoder.frozen=true"
-          f"{context}")
+          f"{same}")
 
 
 def cmd_distill(a: argparse.Namespace) -> None:

@@ -554,13 +554,15 @@ class CNNEncoder(Encoder):
     patch; "position" is then the pixel's.
     `context` > 0: each frame is seen with its `context` neighbours on each side (`stack_context`, through
     `encode_video`), so the CNN can use motion: what moves against the floor is an object.
+    `refine_layers` n > 0: n 3x3 conv + ReLU layers on the output grid after the lateral merge, so that the fine
+    layer's detail and the deep layers' context combine non-linearly before the readout (a U-Net-like decoder).
     (B, 3 * (2 * context + 1), H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
     """
 
     def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
                  kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None,
                  deep_patch_size: Optional[int] = None, readout: Optional[str] = None, pretext: Optional[str] = None,
-                 standardize: bool = False, context: int = 0, unpack: bool = False):
+                 standardize: bool = False, context: int = 0, unpack: bool = False, refine_layers: int = 0):
         super().__init__()
         if int(context) != context or context < 0:
             raise ValueError(f"encoder context must be a whole number of frames >= 0, got {context!r}")
@@ -585,6 +587,12 @@ class CNNEncoder(Encoder):
         # layer at that stride are added through a 1x1 conv (a one-level feature pyramid): fine masks, cheap layers
         self.fine_layer = 2 * (n_out + full_res) - 1 if deep != patch_size else None  # index of that layer's ReLU
         self.lateral = nn.Conv2d(channels, channels, 1) if self.fine_layer is not None else None
+        if int(refine_layers) != refine_layers or refine_layers < 0:
+            raise ValueError(f"encoder refine_layers must be a whole number >= 0, got {refine_layers!r}")
+        # convs on the output grid after the merge: the fine features and the upsampled deep ones combine through
+        # non-linear layers, as in a U-Net's decoder, not only by the lateral's sum
+        self.refine = nn.Sequential(*[m for _ in range(int(refine_layers)) for m in (
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))]) if refine_layers else None
         self.deep_patch_size = deep
         self.pos = nn.Linear(4, channels)
         self.feature_dim = channels
@@ -610,7 +618,7 @@ class CNNEncoder(Encoder):
                 shapes = {k: tuple(v.shape) for k, v in sd.items()}
                 raise ValueError(f"{weights} does not fit a CNN encoder with channels={channels}, "
                                  f"num_layers={num_layers}, patch_size={patch_size}, kernel_size={kernel_size}, "
-                                 f"context={self.context} "
+                                 f"context={self.context}, refine_layers={refine_layers} "
                                  f"(the file holds {shapes}): {str(e).splitlines()[0]}") from None
             if readout:
                 stored = safetensors_metadata(weights).get("pretext")
@@ -663,6 +671,8 @@ class CNNEncoder(Encoder):
                 fine = x
         if fine is not None:
             x = self.lateral(fine) + F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        if self.refine is not None:
+            x = self.refine(x)
         x = x[:, :, : H // p, : W // p]  # (B, C, h, w)
         h, w = x.shape[-2:]
         grid = position_grid(h, w, x.device, x.dtype)
