@@ -43,6 +43,18 @@ def test_object_weights_favour_tokens_that_stand_out_of_the_floor(flow_dataset, 
     assert standing.any() and floor.any()
     assert w[standing].min() > 10 * w[floor].max()
     assert torch.allclose(object_weights(depth, 4, 0.0), torch.ones_like(w))
+    from slotmatch.models.encoder import standing as standing_of
+    old = 1.0 + 20.0 * standing_of(relief).mean(-1)  # session 16's formula, on the token's own relief values
+    assert torch.allclose(w, old / old.mean(), atol=1e-5)
+    # edge weights: tokens that hold an object's edge outweigh those wholly on the floor or wholly inside an object
+    e = object_weights(depth, 4, 0.0, edge_weight=20.0)
+    assert torch.allclose(e.mean(), torch.tensor(1.0))
+    s_tok = standing_of(relief)
+    edge, inside = (s_tok.max(-1).values > 0.9) & (s_tok.min(-1).values < 0.1), s_tok.min(-1).values > 0.99
+    assert edge.any() and floor.any()
+    assert e[edge].min() > 1.5 * e[floor].median()  # (a floor token beside an object holds a bit of its edge)
+    assert e[edge].mean() > 3 * e[floor].mean()
+    assert inside.sum() == 0 or e[edge].mean() > 1.5 * e[inside].mean()
     # the weighted loss differs from the plain one, and pretraining with it runs end to end
     torch.manual_seed(0)
     plain = PretextModel(ENC, "surface+relief")
@@ -59,6 +71,12 @@ def test_object_weights_favour_tokens_that_stand_out_of_the_floor(flow_dataset, 
     with pytest.raises(ValueError, match="object_weight 20.0, not 5"):  # resuming keeps the loss it began with
         pretrain_encoder(flow_dataset, out, ENC, resume=True, progress=False, steps=3, batch_size=2, size=32,
                          num_workers=0, targets="surface", object_weight=5)
+    with pytest.raises(ValueError, match="edge_weight 0.0, not 5"):
+        pretrain_encoder(flow_dataset, out, ENC, resume=True, progress=False, steps=3, batch_size=2, size=32,
+                         num_workers=0, targets="surface", object_weight=20.0, edge_weight=5)
+    edged = PretextModel(ENC, "surface+relief", edge_weight=20.0)
+    edged.load_state_dict(plain.state_dict())
+    assert abs(plain.loss(*args)[0].item() - edged.loss(*args)[0].item()) > 1e-3
 
 
 def test_pretrained_weights_load_frozen_and_give_the_trained_features(flow_dataset, tmp_path):

@@ -62,7 +62,8 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     cfg = load_config(a.config, a.overrides)
     enc = {**cfg["model"]["encoder"], **(cfg.get("student", {}).get("encoder", {}) if a.student else {})}
     settings = {k: v for k, v in (("steps", a.steps), ("max_minutes", a.minutes), ("targets", a.targets),
-                                  ("batch_size", a.batch_size), ("object_weight", a.object_weight)) if v is not None}
+                                  ("batch_size", a.batch_size), ("object_weight", a.object_weight),
+                                  ("edge_weight", a.edge_weight)) if v is not None}
     settings["size"] = cfg["data"].get("size", 64)
     path = pretrain_encoder(a.data or [cfg["data"]["path"]], a.out, enc, resume=a.resume, progress=not a.quiet,
                             **settings)
@@ -162,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--batch-size", type=int, default=None, help="frames per step (default 32)")
     pt.add_argument("--object-weight", type=float, default=None, help="weigh each token's pretext loss by 1 + this "
                     "x its share of pixels standing out of the floor (from depth; default 0: every token alike)")
+    pt.add_argument("--edge-weight", type=float, default=None, help="add this x each token's share of pixels on an "
+                    "object's edge (from depth) to its pretext-loss weight (default 0)")
     pt.add_argument("--resume", action="store_true", help="continue from OUT/pretrain-state.pt")
     pt.add_argument("--quiet", action="store_true", help="no progress bar")
     pt.add_argument("overrides", nargs="*", help="config overrides, e.g. model.encoder.channels=64")

@@ -31,6 +31,7 @@ import time
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from slotmatch.data.dataset import open_dataset
@@ -41,26 +42,39 @@ from slotmatch.models.slotcontrast import flatten_frames
 # encoder settings that say where the weights are and how the trained CNN is read, not what network is pretrained
 READ_KEYS = ("weights", "frozen", "readout", "pretext", "standardize", "unpack")
 PRETRAIN_DEFAULTS = dict(targets="pixels_raw+relief+flow", steps=4000, batch_size=32, lr=2e-3, size=64,
-                         max_minutes=None, checkpoint_every=500, seed=0, num_workers=1, object_weight=0.0)
+                         max_minutes=None, checkpoint_every=500, seed=0, num_workers=1, object_weight=0.0,
+                         edge_weight=0.0)
 
 
-def object_weights(depth: torch.Tensor, patch_size: int, object_weight: float) -> torch.Tensor:
+def object_weights(depth: torch.Tensor, patch_size: int, object_weight: float,
+                   edge_weight: float = 0.0) -> torch.Tensor:
     """Each token's weight in the pretext loss: 1 + object_weight x the share of its pixels that stand out of the
-    floor (`encoder.standing` of its relief, read from depth, never the masks), scaled to mean 1 over the batch.
+    floor (`encoder.standing` of its relief, read from depth, never the masks) + edge_weight x the share of its
+    pixels on an object's edge (where standing changes within the pixel's 3x3 neighbourhood), scaled to mean 1
+    over the batch.
 
     Objects cover about 5% of the generator's pixels, so an unweighted loss is mostly spent on the floor; with a
-    weight of about 1 / 0.05 objects and floor count alike. depth (B, H, W) -> (B, N).
+    weight of about 1 / 0.05 objects and floor count alike. Their edges are where the encoder's surface colour is
+    most wrong (docs/RESULTS.md, session 18). depth (B, H, W) -> (B, N).
     """
-    w = 1.0 + object_weight * standing(relief_patch_target(depth, patch_size)).mean(-1)  # mean over the p*p pixels
+    p = patch_size
+    up = standing(relief_patch_target(depth, 1).view(depth.shape))  # (B, H, W), 0 on the floor, 1 on objects
+    B, H, W = up.shape
+    edge = (F.max_pool2d(up[:, None], 3, 1, 1) + F.max_pool2d(-up[:, None], 3, 1, 1))[:, 0]  # max - min over 3x3
+
+    def share(x):  # (B, H, W) -> (B, N): the mean over each token's p * p pixels
+        return x[:, : H // p * p, : W // p * p].reshape(B, H // p, p, W // p, p).mean((2, 4)).flatten(1)
+
+    w = 1.0 + object_weight * share(up) + edge_weight * share(edge)
     return w / w.mean()
 
 
 class PretextModel(nn.Module):
     """A CNN encoder and a linear head from each token to its pretext targets."""
 
-    def __init__(self, encoder_cfg: dict, targets: str, object_weight: float = 0.0):
+    def __init__(self, encoder_cfg: dict, targets: str, object_weight: float = 0.0, edge_weight: float = 0.0):
         super().__init__()
-        self.object_weight = float(object_weight)
+        self.object_weight, self.edge_weight = float(object_weight), float(edge_weight)
         cfg = {k: v for k, v in encoder_cfg.items() if k not in READ_KEYS + ("name",)}
         self.encoder = CNNEncoder(**cfg)
         self.targets = targets
@@ -70,15 +84,16 @@ class PretextModel(nn.Module):
     def loss(self, video: torch.Tensor, depth=None, flow=None) -> tuple[torch.Tensor, dict]:
         """video clips (B, T, 3, H, W), depth (B, T, H, W), flow (B, T, H, W, 2) -> total loss and each part's
         variance-normalised squared error over all frames (each token weighted by `object_weights` when
-        object_weight > 0); an encoder with context sees each frame with its neighbours in the clip."""
+        object_weight or edge_weight > 0); an encoder with context sees each frame with its neighbours in the clip."""
         frames, depth, flow = flatten_frames(video, depth, flow)
         target = make_target(self.targets, frames, None, self.encoder.patch_size, depth, flow)
         pred = self.head(self.encoder.encode_video(video).flatten(0, 1))
         weight = 1.0
-        if self.object_weight > 0:
+        if self.object_weight > 0 or self.edge_weight > 0:
             if depth is None:
-                raise ValueError("object_weight reads the relief above the floor: the dataset needs depth")
-            weight = object_weights(depth, self.encoder.patch_size, self.object_weight).unsqueeze(-1)
+                raise ValueError("object_weight and edge_weight read the relief above the floor: the dataset needs "
+                                 "depth")
+            weight = object_weights(depth, self.encoder.patch_size, self.object_weight, self.edge_weight).unsqueeze(-1)
         parts, total, start = {}, 0.0, 0
         for name, size in zip(target_parts(self.targets), self.sizes):
             t, p = target[..., start:start + size], pred[..., start:start + size]
@@ -115,12 +130,12 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     clip_length = max(2, 2 * int(encoder_cfg.get("context", 0)) + 1)
     data = torch.utils.data.ConcatDataset([
         open_dataset(p, "train", clip_length=clip_length, random_clip=True, size=s["size"],
-                     with_depth=target_needs_depth(targets) or s["object_weight"] > 0,
+                     with_depth=target_needs_depth(targets) or s["object_weight"] > 0 or s["edge_weight"] > 0,
                      with_flow=target_needs_flow(targets)) for p in paths])
     clips = max(1, s["batch_size"] // clip_length)  # about batch_size frames per step
     loader = DataLoader(data, batch_size=clips, shuffle=True, drop_last=len(data) >= clips,
                         num_workers=s["num_workers"], persistent_workers=s["num_workers"] > 0)
-    model = PretextModel(encoder_cfg, targets, s["object_weight"])
+    model = PretextModel(encoder_cfg, targets, s["object_weight"], s["edge_weight"])
     opt = torch.optim.Adam(model.parameters(), lr=s["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / 200) * 0.1 ** (k / s["steps"]))
     step = 0
@@ -132,6 +147,9 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
         if float(state.get("object_weight", 0.0)) != float(s["object_weight"]):  # states before session 16: 0
             raise ValueError(f"{state_path} was written with object_weight {state.get('object_weight', 0.0)}, "
                              f"not {s['object_weight']}: resume with the same loss")
+        if float(state.get("edge_weight", 0.0)) != float(s["edge_weight"]):  # states before session 18: 0
+            raise ValueError(f"{state_path} was written with edge_weight {state.get('edge_weight', 0.0)}, "
+                             f"not {s['edge_weight']}: resume with the same loss")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -141,7 +159,7 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
         tmp = state_path + ".tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
                     "encoder_cfg": dict(encoder_cfg), "targets": targets,
-                    "object_weight": float(s["object_weight"])}, tmp)
+                    "object_weight": float(s["object_weight"]), "edge_weight": float(s["edge_weight"])}, tmp)
         os.replace(tmp, state_path)
 
     from tqdm import tqdm
