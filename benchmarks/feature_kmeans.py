@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
        [--target NAME ...] [--readout PARTS] [--scale video|frame|none] [--surface-radius R]
-       [--token-norm] [--unpack] [--target-pool P]
+       [--token-norm] [--unpack] [--guided] [--target-pool P]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
 --target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
 (e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
@@ -11,6 +11,8 @@ what an encoder that predicted that target perfectly would give k-means. No mask
 e.g. surface, surface+relief, surface+position): its predictions of those pretext parts instead of its features.
 --unpack (with --readout): one token per pixel, each the readout's predictions for that pixel (`encoder: {unpack:
 true}`), instead of one token per patch.
+--guided (with --readout): the surface part is the frame's own colours averaged over each surface under the predicted
+relief (`encoder: {guided_surface: true}`), not the head's prediction.
 --target-pool P: the targets averaged over P x P pixels before k-means (the ids drawn back at every pixel): what a
 perfect prediction gives on a token grid P times coarser than the frame, as the encoders' patches are.
 
@@ -34,15 +36,16 @@ from slotmatch.references import kmeans, reference_ids
 from slotmatch.train import video_scores
 
 
-def load_encoder(spec: str, readout: str | None = None, standardize: bool = False, unpack: bool = False) -> CNNEncoder:
+def load_encoder(spec: str, readout: str | None = None, standardize: bool = False, unpack: bool = False,
+                 guided: bool = False) -> CNNEncoder:
     """A `slotmatch pretrain` folder or its encoder.safetensors -> the frozen CNN (read through its head: readout;
-    one token per pixel: unpack)."""
+    one token per pixel: unpack; the surface part from the frame under the predicted relief: guided)."""
     folder = spec if os.path.isdir(spec) else os.path.dirname(spec)
     weights = os.path.join(spec, "encoder.safetensors") if os.path.isdir(spec) else spec
     cfg = json.load(open(os.path.join(folder, "pretrain.json")))["encoder"]
     cfg = {k: v for k, v in cfg.items() if k not in ("name", "weights", "frozen")}  # pretrain.json may name them
     return CNNEncoder(**cfg, weights=weights, frozen=True, readout=readout, standardize=standardize,
-                      unpack=unpack).eval()
+                      unpack=unpack, guided_surface=guided).eval()
 
 
 @torch.no_grad()
@@ -105,6 +108,8 @@ def main() -> None:
                     help="also k-means on each encoder's tokens normalised over their channels (the input MLP's "
                          "LayerNorm)")
     ap.add_argument("--unpack", action="store_true", help="with --readout: one token per pixel (encoder unpack)")
+    ap.add_argument("--guided", action="store_true", help="with --readout: the surface part recomputed from the "
+                    "frame under the predicted relief (encoder guided_surface)")
     ap.add_argument("--target-pool", type=int, default=1,
                     help="average each target over P x P pixels before k-means (a token grid P times coarser)")
     ap.add_argument("--segments", type=int, default=11)
@@ -113,8 +118,8 @@ def main() -> None:
     ap.add_argument("--surface-radius", type=int, default=None,
                     help="the surface target's window radius at 64 px (default encoder.SURFACE_RADIUS)")
     a = ap.parse_args()
-    if a.unpack and not a.readout:
-        ap.error("--unpack reads the readout's per-pixel predictions: give --readout")
+    if (a.unpack or a.guided) and not a.readout:
+        ap.error("--unpack and --guided read the readout's per-pixel predictions: give --readout")
     if a.surface_radius is not None:  # surface_colour reads the module's default window at every call
         import slotmatch.models.encoder as encoder_module
 
@@ -130,9 +135,10 @@ def main() -> None:
     for ref in ("grid", "kmeans-colour"):
         rows[f"reference: {ref}"] = video_scores(reference_ids(ref, video, a.segments), true)
     for spec in a.encoders:
-        enc = load_encoder(spec, a.readout, standardize=a.scale == "frame", unpack=a.unpack)
+        enc = load_encoder(spec, a.readout, standardize=a.scale == "frame", unpack=a.unpack, guided=a.guided)
         tokens = [feature_tokens(enc, s["video"], a.scale) for s in samples]
         name = f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout}"
+                                         + (", the surface guided by the predicted relief" if a.guided else "")
                                          + (", one token per pixel)" if a.unpack else ")"))
         rows[name + {"video": "", "frame": ", standardised per frame", "none": ", not standardised"}[a.scale]] = \
             video_scores(torch.stack([token_ids(t, a.segments, a.size) for t in tokens]), true)

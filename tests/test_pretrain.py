@@ -340,3 +340,30 @@ def test_refine_layers_combine_the_fine_and_deep_features_on_the_output_grid(flo
     with pytest.raises(ValueError, match="refine_layers=0"):
         CNNEncoder(**kw, weights=path)
     CNNEncoder(**kw, weights=path, refine_layers=2)
+
+
+def test_a_guided_surface_is_the_frames_colour_filtered_under_the_predicted_relief():
+    from slotmatch.models.encoder import pixel_patch_target, surface_colour
+
+    torch.manual_seed(0)
+    kw = dict(channels=8, num_layers=2, patch_size=2, readout="surface+relief", pretext="pixels_raw+surface+relief")
+    plain, guided = CNNEncoder(**kw), CNNEncoder(**kw, guided_surface=True)
+    guided.load_state_dict(plain.state_dict())
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = plain(images), guided(images)  # (2, 256, 12 + 4)
+        relief = a[..., 12:].reshape(2, 16, 16, 2, 2).permute(0, 1, 3, 2, 4).reshape(2, 32, 32)
+        want = pixel_patch_target(surface_colour(images, None, relief=relief), 2, normalize=False)
+        assert torch.allclose(b[..., :12], want, atol=1e-6)
+        assert torch.equal(a[..., 12:], b[..., 12:])  # the relief is the head's
+        assert not torch.allclose(a[..., :12], b[..., :12])
+        # one token per pixel: each pixel's surface is the filtered frame's colour there
+        unpacked = CNNEncoder(**kw, guided_surface=True, unpack=True)
+        unpacked.load_state_dict(plain.state_dict())
+        per_pixel = unpacked(images)  # (2, 1024, 4)
+        assert torch.allclose(per_pixel[..., :3], surface_colour(images, None, relief=relief).flatten(2).transpose(1, 2),
+                              atol=1e-6)
+    with pytest.raises(ValueError, match="guided_surface"):
+        CNNEncoder(**{**kw, "readout": "relief"}, guided_surface=True)
+    with pytest.raises(ValueError, match="guided_surface"):
+        CNNEncoder(**{**kw, "pretext": "surface", "readout": "surface"}, guided_surface=True)

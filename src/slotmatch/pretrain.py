@@ -40,7 +40,7 @@ from slotmatch.models.encoder import (CNNEncoder, make_target, relief_patch_targ
 from slotmatch.models.slotcontrast import flatten_frames
 
 # encoder settings that say where the weights are and how the trained CNN is read, not what network is pretrained
-READ_KEYS = ("weights", "frozen", "readout", "pretext", "standardize", "unpack")
+READ_KEYS = ("weights", "frozen", "readout", "pretext", "standardize", "unpack", "guided_surface")
 PRETRAIN_DEFAULTS = dict(targets="pixels_raw+relief+flow", steps=4000, batch_size=32, lr=2e-3, size=64,
                          max_minutes=None, checkpoint_every=500, seed=0, num_workers=1, object_weight=0.0,
                          edge_weight=0.0)

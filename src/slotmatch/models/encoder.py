@@ -554,6 +554,10 @@ class CNNEncoder(Encoder):
     patch; "position" is then the pixel's.
     `context` > 0: each frame is seen with its `context` neighbours on each side (`stack_context`, through
     `encode_video`), so the CNN can use motion: what moves against the floor is an object.
+    `guided_surface` (with a readout that has "surface", pretrained on relief too): the surface part is not the
+    head's prediction but `surface_colour` of the frame itself under the head's predicted relief (in place of
+    depth's): the frame's colours averaged over each surface, as the pretext target is, so its edges are the
+    frame's own, not the CNN's blurred ones (docs/RESULTS.md, session 18).
     `refine_layers` n > 0: n 3x3 conv + ReLU layers on the output grid after the lateral merge, so that the fine
     layer's detail and the deep layers' context combine non-linearly before the readout (a U-Net-like decoder).
     (B, 3 * (2 * context + 1), H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
@@ -562,7 +566,8 @@ class CNNEncoder(Encoder):
     def __init__(self, channels: int = 64, num_layers: int = 4, patch_size: int = 4,
                  kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None,
                  deep_patch_size: Optional[int] = None, readout: Optional[str] = None, pretext: Optional[str] = None,
-                 standardize: bool = False, context: int = 0, unpack: bool = False, refine_layers: int = 0):
+                 standardize: bool = False, context: int = 0, unpack: bool = False, refine_layers: int = 0,
+                 guided_surface: bool = False):
         super().__init__()
         if int(context) != context or context < 0:
             raise ValueError(f"encoder context must be a whole number of frames >= 0, got {context!r}")
@@ -631,6 +636,11 @@ class CNNEncoder(Encoder):
                 self._build_readout(readout, stored, weights)
                 self.readout.load_state_dict(head)
         self.cnn_patch_size = patch_size  # the CNN's stride; patch_size is the token grid's
+        self.guided_surface = bool(guided_surface)
+        if self.guided_surface and (self.readout is None or "relief" not in self.pretext_slices
+                                    or "surface" not in readout.split("+")):
+            raise ValueError("encoder guided_surface recomputes the readout's surface part from the frame under the "
+                             "predicted relief: give a readout with 'surface', from weights pretrained on relief too")
         self.unpack = bool(unpack)
         if self.unpack:
             if self.readout is None:
@@ -651,9 +661,21 @@ class CNNEncoder(Encoder):
         sizes = [target_dim(p, self) for p in have]
         starts = [sum(sizes[:i]) for i in range(len(have))]
         self.readout_parts = [(starts[have.index(p)], sizes[have.index(p)]) for p in want if p != "position"]
+        self.pretext_slices = {p: (starts[i], sizes[i]) for i, p in enumerate(have)}
         self.readout_position = "position" in want
         self.readout = nn.Linear(self.feature_dim, sum(sizes))
         self.feature_dim = sum(n for _, n in self.readout_parts) + 4 * self.readout_position
+
+    def _guide(self, pred: torch.Tensor, frame: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The head's predictions (B, h * w, D) with their surface part replaced by `surface_colour` of the frame
+        (B, 3, H, W) under the predicted relief in place of depth's: the frame's own colours, sharp at every edge
+        the relief finds, averaged over each surface."""
+        p, B = self.cnn_patch_size, pred.shape[0]
+        rs, rn = self.pretext_slices["relief"]
+        ss, sn = self.pretext_slices["surface"]
+        relief = pred[..., rs:rs + rn].reshape(B, h, w, p, p).permute(0, 1, 3, 2, 4).reshape(B, h * p, w * p)
+        surface = surface_colour(frame[:, :, : h * p, : w * p], None, relief=relief)
+        return torch.cat([pred[..., :ss], pixel_patch_target(surface, p, normalize=False), pred[..., ss + sn:]], -1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, H, W) in [0, 1], or (B, 3 * (2 * context + 1), H, W) with context -> (B, N, C)."""
@@ -679,6 +701,8 @@ class CNNEncoder(Encoder):
         x = x.flatten(2).transpose(1, 2) + self.pos(grid)  # (B, N, C)
         if self.readout is not None:
             pred = self.readout(x)
+            if self.guided_surface:
+                pred = self._guide(pred, images[:, 3 * self.context: 3 * self.context + 3], h, w)
             out = [pred[..., start:start + n] for start, n in self.readout_parts]
             if self.unpack:  # each part's (m, p, p) values of a patch -> m values at each of its p * p pixels
                 out = [part.reshape(B, h, w, -1, p, p).permute(0, 1, 4, 2, 5, 3).reshape(B, h * p * w * p, -1)
