@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from feature_kmeans import load_encoder  # noqa: E402
 
 from slotmatch.data import open_dataset  # noqa: E402
-from slotmatch.models.encoder import _relief, make_target, standing  # noqa: E402
+from slotmatch.models.encoder import make_target, relief_patch_target, standing  # noqa: E402
 from slotmatch.references import kmeans  # noqa: E402
 from slotmatch.train import video_scores  # noqa: E402
 
@@ -36,7 +36,7 @@ BAND = 2  # pixels on each side of an edge
 def regions(depth: torch.Tensor) -> dict:
     """depth (T, H, W) -> {"edge band", "object inside", "floor inside"}: boolean (T, H, W) maps that share out
     every pixel."""
-    up = (standing(_relief(depth)) > 0.5).float()[:, None]
+    up = (standing(relief_patch_target(depth, 1).view(depth.shape)) > 0.5).float()[:, None]
     k = 2 * BAND + 1
     band = (F.max_pool2d(up, k, 1, BAND) != -F.max_pool2d(-up, k, 1, BAND))[:, 0]
     return {"edge band": band, "object inside": (up[:, 0] > 0) & ~band, "floor inside": (up[:, 0] == 0) & ~band}
