@@ -90,10 +90,17 @@ def target_ids(sample: dict, target: str, k: int, pool: int = 1) -> torch.Tensor
     h, w = H // pool, W // pool
     if pool > 1:
         x = F.avg_pool2d(x.transpose(1, 2).reshape(T, -1, H, W), pool).flatten(2).transpose(1, 2)  # (T, h*w, F)
-    x = x.reshape(1, T * h * w, -1)
-    x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
-    ids = kmeans(x, k, seed=0).reshape(T, 1, h, w).float()
+    ids = video_kmeans(x, k).reshape(T, 1, h, w).float()
     return F.interpolate(ids, size=(H, W), mode="nearest").reshape(T, H, W).long()
+
+
+def video_kmeans(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(T, N, F) values of a video's tokens or pixels -> k-means ids (T, N), each channel standardised over the
+    whole video first."""
+    T = x.shape[0]
+    x = x.reshape(1, -1, x.shape[-1])
+    x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
+    return kmeans(x, k, seed=0).reshape(T, -1)
 
 
 def main() -> None:

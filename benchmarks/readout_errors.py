@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from feature_kmeans import load_encoder  # noqa: E402
+from feature_kmeans import load_encoder, video_kmeans  # noqa: E402
 
 from slotmatch.data import open_dataset  # noqa: E402
 from slotmatch.models.encoder import make_target, relief_patch_target, standing  # noqa: E402
-from slotmatch.references import kmeans  # noqa: E402
 from slotmatch.train import video_scores  # noqa: E402
 
 BAND = 2  # pixels on each side of an edge
@@ -50,11 +49,7 @@ def split_parts(x: torch.Tensor, dims: list) -> list:
 def mixed_ids(pred: list, exact: list, use_exact: tuple, k: int) -> torch.Tensor:
     """Per-part lists of (T, H*W, d) -> k-means ids (T, H*W) on the parts taken exact where use_exact says so,
     predicted elsewhere, each channel standardised over the video."""
-    x = torch.cat([e if u else p for p, e, u in zip(pred, exact, use_exact)], -1)
-    T = x.shape[0]
-    x = x.reshape(1, -1, x.shape[-1])
-    x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
-    return kmeans(x, k, seed=0).reshape(T, -1)
+    return video_kmeans(torch.cat([e if u else p for p, e, u in zip(pred, exact, use_exact)], -1), k)
 
 
 def main() -> None:
