@@ -168,3 +168,67 @@ def test_the_mask_entropy_weight_ramps_up_from_its_first_step(tiny_dataset, monk
     terms = m.compute_losses(batch)
     rec_con = terms["rec"] + m.ts["contrast_weight"] * terms["contrast"]
     assert terms["loss"].item() == pytest.approx((rec_con + 0.2 * terms["mask_entropy"]).item(), rel=1e-5)
+
+
+def _moving_masks(K=3, h=8, w=8, dy=1, dx=2, seed=0):
+    """Hard masks of frame 0 and the same masks moved (dy, dx) tokens in frame 1: (1, 2, K, h * w)."""
+    g = torch.Generator().manual_seed(seed)
+    m0 = F.one_hot(torch.randint(0, K, (h, w), generator=g), K).permute(2, 0, 1).float()
+    m1 = torch.roll(m0, shifts=(dy, dx), dims=(1, 2))
+    return torch.stack([m0, m1]).flatten(2)[None]
+
+
+def test_mask_flow_loss_is_zero_when_the_masks_follow_the_flow_and_not_otherwise():
+    from slotmatch.losses import mask_flow_loss
+
+    masks = _moving_masks(dy=1, dx=2)
+    flow = torch.zeros(1, 2, 16, 16, 2)  # 2 pixels per token
+    flow[..., 0], flow[..., 1] = 4.0, 2.0  # (dx, dy) in pixels: 2 tokens right, 1 down
+    assert float(mask_flow_loss(masks, flow, (8, 8))) == pytest.approx(0.0, abs=1e-6)
+    still = float(mask_flow_loss(masks, torch.zeros_like(flow), (8, 8)))  # the masks moved, the flow says not
+    wrong = flow.clone()
+    wrong[..., 0] = -4.0
+    assert still > 0.3 and float(mask_flow_loss(masks, wrong, (8, 8))) > 0.3
+    assert float(mask_flow_loss(masks[:, :1], flow[:, :1], (8, 8))) == 0.0  # one frame: nothing to follow
+    soft = masks.clone().requires_grad_()
+    mask_flow_loss(soft, torch.zeros_like(flow), (8, 8)).backward()
+    assert soft.grad[:, 0].abs().sum() > 0 and soft.grad[:, 1].abs().sum() > 0  # both frames get a gradient
+    with pytest.raises(ValueError, match="tokens"):
+        mask_flow_loss(masks, flow, (4, 4))
+    with pytest.raises(ValueError, match="flow must be"):
+        mask_flow_loss(masks, flow[0], (8, 8))
+
+
+def test_the_mask_flow_weight_adds_the_loss_and_reads_the_cached_flow(flow_dataset, tiny_dataset, tmp_path):
+    import numpy as np
+
+    from conftest import tiny_config
+    from slotmatch.data.dataset import open_dataset
+    from slotmatch.train import SlotContrastModule, make_loaders
+
+    def frozen(data, **train):
+        cfg = tiny_config(data, feature_cache=True, **train)
+        cfg["data"].update(clip_length=3, cache_dir=str(tmp_path / "cache"))
+        cfg["model"].update(encoder={"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4, "frozen": True},
+                            target="features")
+        return cfg
+
+    module = SlotContrastModule(frozen(flow_dataset, mask_flow=0.5))
+    loader, _ = make_loaders(module.cfg, module.model, progress=False)
+    batch = next(iter(loader))
+    assert batch["flow"].shape == (2, 3, 32, 32, 2) and batch["features"].shape[:2] == (2, 3)
+    flows = torch.stack([s["flow"] for s in open_dataset(flow_dataset, "train", size=32, with_flow=True)])
+    cached = np.load(next(str(p) for p in (tmp_path / "cache").iterdir() if p.name.startswith("flow-")))
+    assert torch.allclose(torch.from_numpy(cached.astype(np.float32)), flows.half().float())  # the videos' own flow
+    torch.manual_seed(0)
+    terms = module.compute_losses(batch)
+    base = terms["rec"] + module.ts["contrast_weight"] * terms["contrast"] + 0 * terms["mask_entropy"]
+    assert 0 <= terms["mask_flow"].item() <= 1
+    assert terms["loss"].item() == pytest.approx((base + 0.5 * terms["mask_flow"]).item(), rel=1e-5)
+    late = SlotContrastModule(frozen(flow_dataset, mask_flow=0.5, mask_flow_from=10))
+    assert "mask_flow" not in late.compute_losses(batch)  # step 0 is before mask_flow_from
+    off = SlotContrastModule(frozen(flow_dataset))
+    assert "mask_flow" not in off.compute_losses(batch) and "flow" not in next(iter(make_loaders(off.cfg, off.model, progress=False)[0]))
+    no_flow = SlotContrastModule(frozen(tiny_dataset, mask_flow=0.5))
+    with pytest.raises(Exception, match="flow"):  # data rendered without flow: a clear error, before training
+        make_loaders(no_flow.cfg, no_flow.model, progress=False)

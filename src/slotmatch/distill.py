@@ -133,7 +133,7 @@ class SlotMatchModule(SlotContrastModule):
                 t_masks = t_masks[..., out["token_index"]]
             terms["mask_kd"] = losses.mask_distillation_loss(out["masks"], t_masks)
             loss = loss + self.ds["mask_kd"] * terms["mask_kd"]
-        return self.add_mask_entropy({"loss": loss, **terms, "out": out})
+        return self.add_mask_flow(self.add_mask_entropy({"loss": loss, **terms, "out": out}), batch)
 
     def data_targets(self) -> list:
         """The student's target, and the teacher's when feature KD makes the teacher reconstruct too."""

@@ -6,6 +6,8 @@ the SlotMatch student adds slot_distillation_loss(student_slots, teacher_slots).
 feature_distillation_loss and mask_distillation_loss are the extra distillation terms the SlotMatch
 paper shows to be redundant (ablation only). mask_entropy is ours: a diagnostic that is logged always and,
 weighted by `train.mask_entropy`, a penalty on masks that blend slots instead of assigning patches.
+mask_flow_loss is ours too: slot k's mask at frame t, carried by the simulator's optical flow, should be slot k's
+mask at t + 1 (`train.mask_flow`; a training signal only, the model never reads flow).
 """
 
 import torch
@@ -96,3 +98,36 @@ def mask_entropy(masks: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     decoded features (`model.mask_source`), blended masks can lower the reconstruction loss while the
     argmax segments merge (docs/RESULTS.md, session 8)."""
     return -(masks * (masks + eps).log()).sum(-2).mean()
+
+
+def mask_flow_loss(masks: torch.Tensor, flow: torch.Tensor, grid: tuple) -> torch.Tensor:
+    """How far each slot's mask is from following the optical flow from one frame to the next (ours).
+
+    masks: (B, T, K, N) soft masks on the h x w token grid (N = h * w), e.g. slot attention's; flow: (B, T, H, W, 2)
+    forward optical flow in pixels (dx, dy) of frames H x W: where each pixel's surface point is one frame later.
+    For every token of frame t, the flow averaged over the token says where it goes; frame t+1's masks are read
+    there (bilinear) and compared with frame t's: half the L1 distance over slots, 0 when every slot keeps its
+    pixels, 1 when the token changes slot completely. The mean over tokens whose new position lies in the frame and
+    over frame pairs; 0 for one-frame clips. Occlusion is not handled (the flow carries hidden points too).
+    """
+    B, T, K, N = masks.shape
+    h, w = grid
+    if h * w != N:
+        raise ValueError(f"masks hold {N} tokens, the grid {h}x{w} holds {h * w}")
+    if flow.shape[:2] != (B, T) or flow.dim() != 5 or flow.shape[-1] != 2:
+        raise ValueError(f"flow must be (B, T, H, W, 2) with B, T = {B}, {T}; got {tuple(flow.shape)}")
+    if T < 2:
+        return masks.sum() * 0.0
+    H, W = flow.shape[2:4]
+    f = F.adaptive_avg_pool2d(flow[:, :-1].flatten(0, 1).permute(0, 3, 1, 2).to(masks.dtype), (h, w))  # (P, 2, h, w)
+    ys = (torch.arange(h, device=masks.device, dtype=masks.dtype) + 0.5) / h * 2 - 1  # token centres, [-1, 1]
+    xs = (torch.arange(w, device=masks.device, dtype=masks.dtype) + 0.5) / w * 2 - 1
+    gx = xs.view(1, 1, w) + f[:, 0] * (2.0 / W)  # (P, h, w) where each token goes, normalised
+    gy = ys.view(1, h, 1) + f[:, 1] * (2.0 / H)
+    nxt = masks[:, 1:].flatten(0, 1).reshape(-1, K, h, w)
+    warped = F.grid_sample(nxt, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border",
+                           align_corners=False)  # (P, K, h, w): frame t+1's masks where frame t's tokens went
+    cur = masks[:, :-1].flatten(0, 1).reshape(-1, K, h, w)
+    inside = ((gx.abs() <= 1) & (gy.abs() <= 1)).to(masks.dtype)
+    distance = 0.5 * (cur - warped).abs().sum(1)  # (P, h, w)
+    return (distance * inside).sum() / inside.sum().clamp_min(1)

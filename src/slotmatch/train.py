@@ -47,6 +47,9 @@ TRAIN_DEFAULTS = dict(
                           # onto one slot (docs/RESULTS.md, session 8), once the slots have found objects it holds them
     mask_entropy_ramp=0,  # ours: over this many steps from mask_entropy_from, the weight grows linearly from 0 to
                           # train.mask_entropy (0: switched on at full weight)
+    mask_flow=0.0,  # ours (paper: 0): weight of losses.mask_flow_loss, slot attention's masks at frame t carried by
+                    # the generator's optical flow against those at t + 1 (training only; data made --with-flow)
+    mask_flow_from=0,  # ours: the step from which mask_flow applies (like mask_entropy_from: once slots hold objects)
     ema=0.0,  # ours (paper: none): validate, select and save an exponential moving average of the weights with this
               # decay per step (e.g. 0.995: about the last 200 steps); the raw weights keep training. 0: off
     precision="32-true", devices=1, accelerator="auto",
@@ -147,8 +150,20 @@ class SlotContrastModule(L.LightningModule):
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"],
                                         max_gap=self.ts["contrast_max_gap"])
-        return self.add_mask_entropy({"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con,
-                                      "out": out})
+        return self.add_mask_flow(self.add_mask_entropy({"loss": rec + self.ts["contrast_weight"] * con, "rec": rec,
+                                                         "contrast": con, "out": out}), batch)
+
+    def add_mask_flow(self, terms: dict, batch: dict) -> dict:
+        """terms with "mask_flow" (losses.mask_flow_loss on slot attention's masks) added to "loss" with weight
+        `train.mask_flow`, when that is above 0."""
+        w = self.ts["mask_flow"]
+        if not w or self.global_step < self.ts["mask_flow_from"]:
+            return terms
+        if batch.get("flow") is None:
+            raise ValueError("train.mask_flow needs the data's optical flow: generate the dataset with --with-flow")
+        out = terms["out"]
+        mf = losses.mask_flow_loss(out["attn"], batch["flow"], out["mask_grid"])
+        return {**terms, "loss": terms["loss"] + w * mf, "mask_flow": mf}
 
     def mask_entropy_weight(self) -> float:
         """The penalty's weight at this step: 0 before `train.mask_entropy_from`, then rising linearly to
@@ -299,8 +314,9 @@ def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | N
     d = cfg["data"]
     size = d.get("size")
     targets = [cfg["model"].get("target")] if targets is None else targets
+    mask_flow = train_settings(cfg)["mask_flow"] > 0
     extras = {**({"with_depth": True} if any(target_needs_depth(t) for t in targets) else {}),
-              **({"with_flow": True} if any(target_needs_flow(t) for t in targets) else {})}
+              **({"with_flow": True} if mask_flow or any(target_needs_flow(t) for t in targets) else {})}
     clip = d.get("clip_length", 4)
     if clip is not None:
         clip += train_settings(cfg)["burn_in"]  # the burn-in frames come before each clip
@@ -309,7 +325,8 @@ def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | N
     if train_settings(cfg).get("feature_cache") and model is not None:
         if not model.encoder.frozen or model.target_type != "features":
             raise ValueError("train.feature_cache needs a frozen encoder whose features are the target")
-        from slotmatch.data.feature_cache import CachedFeatureDataset, build_feature_cache, cache_path
+        from slotmatch.data.feature_cache import (CachedFeatureDataset, build_feature_cache, build_flow_cache, cache_path,
+                                                 flow_cache_path)
 
         whole = open_dataset(d["path"], "train", size=size)
         cache_dir = d.get("cache_dir") or os.path.join(d["path"], "cache")
@@ -321,8 +338,12 @@ def make_loaders(cfg: dict, model=None, progress: bool = True, targets: list | N
             encoder_device = next(m.encoder.parameters()).device
             build_feature_cache(m.encoder.to(device), whole, paths[-1], device=device, progress=progress)
             m.encoder.to(encoder_device)
+        flow_path = None
+        if mask_flow:  # the loss reads the flow beside the cached features
+            with_flow = open_dataset(d["path"], "train", size=size, with_flow=True)
+            flow_path = build_flow_cache(with_flow, flow_cache_path(cache_dir, with_flow, "train"), progress=progress)
         train = CachedFeatureDataset(paths[0], clip_length=clip, random_clip=True,
-                                     teacher_path=paths[1] if teacher is not None else None)
+                                     teacher_path=paths[1] if teacher is not None else None, flow_path=flow_path)
     n_select = train_settings(cfg)["select_videos"] or 0
     if n_select:
         if n_select >= len(train):

@@ -6,6 +6,9 @@ features (V, T, N, D) in one .npy file named by a hash of (encoder config, input
 manifest, split); `CachedFeatureDataset` then serves random clips of features, with no decoding and no
 encoder. Written to a per-process `.tmp` and renamed when complete, so a killed build is redone, never half-used,
 and two runs building the same cache at once each finish with a whole file.
+
+`build_flow_cache` stores the generator's optical flow (V, T, H, W, 2) the same way, for `train.mask_flow`, whose
+loss reads it beside the cached features.
 """
 
 from __future__ import annotations
@@ -33,6 +36,40 @@ def cache_path(cache_dir: str, model_cfg: dict, dataset, split: str) -> str:
              "size": getattr(dataset, "size", None)}
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return os.path.join(cache_dir, f"features-{split}-{digest}.npy")
+
+
+def flow_cache_path(cache_dir: str, dataset, split: str) -> str:
+    """Path of the optical-flow cache for this dataset split at the dataset's size."""
+    ident = {"split": split, "size": getattr(dataset, "size", None),
+             "manifest": {k: v for k, v in getattr(dataset, "manifest", {}).items() if k not in ("seconds", "software")}}
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, f"flow-{split}-{digest}.npy")
+
+
+def build_flow_cache(dataset, path: str, progress: bool = True) -> str:
+    """Store every video's optical flow (a dataset opened with flow, whole videos of equal length) as float16
+    (V, T, H, W, 2) at `path`, in pixels of the dataset's frames."""
+    if os.path.exists(path):
+        return path
+    from tqdm import tqdm
+
+    first = dataset[0]
+    if "flow" not in first:
+        raise ValueError(f"{path}: the dataset was opened without optical flow (with_flow=True)")
+    shape = (len(dataset),) + tuple(first["flow"].shape)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+    for i in tqdm(range(len(dataset)), desc="flow cache", unit="video", disable=not progress):
+        flow = dataset[i]["flow"]
+        if tuple(flow.shape) != shape[1:]:
+            raise ValueError(f"{path}: the flow cache needs videos of equal length and size "
+                             f"({shape[1:]} vs {tuple(flow.shape)}, video {i})")
+        arr[i] = flow.half().numpy()
+    arr.flush()
+    del arr
+    os.replace(tmp, path)
+    return path
 
 
 @torch.no_grad()
@@ -68,15 +105,20 @@ class CachedFeatureDataset(Dataset):
     """Random (or first) clips of cached features: samples {"features": (T, N, D) float32, "key"}.
 
     teacher_path: a second cache of the same videos (the distillation teacher's encoder): the sample then also
-    has "teacher_features", the same clip of it."""
+    has "teacher_features", the same clip of it. flow_path: a flow cache of the same videos (`build_flow_cache`):
+    the sample also has "flow" (T, H, W, 2), the same clip of it."""
 
     def __init__(self, path: str, clip_length: int | None = None, random_clip: bool = False,
-                 teacher_path: str | None = None):
+                 teacher_path: str | None = None, flow_path: str | None = None):
         self.path, self.clip_length, self.random_clip = path, clip_length, random_clip
         self.features = np.load(path, mmap_mode="r")  # (V, T, N, D)
         self.teacher = None if teacher_path is None else np.load(teacher_path, mmap_mode="r")
         if self.teacher is not None and self.teacher.shape[:2] != self.features.shape[:2]:
             raise ValueError(f"{teacher_path} holds {self.teacher.shape[:2]} (videos, frames), {path} "
+                             f"{self.features.shape[:2]}: not the same videos")
+        self.flow = None if flow_path is None else np.load(flow_path, mmap_mode="r")
+        if self.flow is not None and self.flow.shape[:2] != self.features.shape[:2]:
+            raise ValueError(f"{flow_path} holds {self.flow.shape[:2]} (videos, frames), {path} "
                              f"{self.features.shape[:2]}: not the same videos")
 
     def __len__(self) -> int:
@@ -88,4 +130,6 @@ class CachedFeatureDataset(Dataset):
                   "key": str(index)}
         if self.teacher is not None:
             sample["teacher_features"] = torch.from_numpy(np.asarray(self.teacher[index, clip], dtype=np.float32))
+        if self.flow is not None:
+            sample["flow"] = torch.from_numpy(np.asarray(self.flow[index, clip], dtype=np.float32))
         return sample
