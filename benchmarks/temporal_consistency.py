@@ -8,7 +8,10 @@ runs a checkpoint over whole validation videos and prints, beside the image scor
 - slot drift: the cosine similarity of each slot at frame t with the same slot at frame 0, averaged over slots
   and videos (a slot that keeps its object keeps much of its vector);
 - slot stability (`metrics.slot_stability`): for each true object, the share of its frames whose best-overlapping slot is the slot
-  that overlaps it best most often (1.0: one slot follows the object through the video).
+  that overlaps it best most often (1.0: one slot follows the object through the video);
+- where the switches go (`switch_kinds`): in the frames where an object's best slot is not its usual one, what its
+  usual slot covers most of instead: another object, the background, still this object (the object is split), or
+  nothing (the slot holds no pixel).
 
 Two evaluation-time variants, to see which part carries the identity from frame to frame (the weights
 are unchanged): --no-predictor carries each frame's slots to the next frame as they are, and --sa-iters N
@@ -28,6 +31,46 @@ from slotmatch import metrics
 from slotmatch.checkpoint import load_model
 from slotmatch.data.dataset import open_dataset
 from slotmatch.evaluate import MASK_KINDS, predict_ids
+
+
+SWITCH_KINDS = ("another object", "the background", "this object (split)", "nothing")
+
+
+def switch_kinds(pred: torch.Tensor, true: torch.Tensor) -> dict:
+    """pred, true (B, T, H, W) ids -> {"frames": object-frames counted, "switched": share of them whose best-IoU slot
+    is not the object's usual one (1 - slot stability, pooled over objects), and for each kind of SWITCH_KINDS the
+    share of the object-frames where the usual slot, in that frame, covers mostly that}."""
+    counts = dict.fromkeys(("frames", "switched") + SWITCH_KINDS, 0)
+    for p, g in zip(pred.long(), true.long()):
+        T = g.shape[0]
+        for obj in g.unique().tolist():
+            if obj == 0:
+                continue
+            best = {}
+            for t in range(T):
+                m = g[t] == obj
+                if not m.any():
+                    continue
+                inter = torch.bincount(p[t][m], minlength=int(p.max()) + 1).double()
+                union = m.sum() + torch.bincount(p[t].flatten(), minlength=inter.numel()).double() - inter
+                best[t] = int((inter / union).argmax())
+            if not best:
+                continue
+            votes = list(best.values())
+            usual = max(sorted(set(votes)), key=votes.count)
+            for t, b in best.items():
+                counts["frames"] += 1
+                if b == usual:
+                    continue
+                counts["switched"] += 1
+                held = g[t][p[t] == usual]
+                if held.numel() == 0:
+                    counts["nothing"] += 1
+                    continue
+                top = int(torch.bincount(held).argmax())
+                counts["this object (split)" if top == obj else "the background" if top == 0 else "another object"] += 1
+    n = max(counts["frames"], 1)
+    return {"frames": counts["frames"], **{k: counts[k] / n for k in ("switched",) + SWITCH_KINDS}}
 
 
 def main() -> None:
@@ -77,6 +120,9 @@ def main() -> None:
     print("slot drift, cos(slot at t, slot at 0) for t = " + ", ".join(
         f"{t}: {drift[t]:.2f}" for t in sorted({1, 4, 8, 12, T - 1} & set(range(1, T)))))
     print(f"slot stability (share of an object's frames on its usual slot): {np.nanmean(metrics.slot_stability(pred, true).numpy()):.3f}")
+    kinds = switch_kinds(pred, true)
+    print(f"object-frames on another slot than the object's usual one: {kinds['switched']:.3f} of {kinds['frames']}; "
+          "the usual slot then covers mostly " + ", ".join(f"{k}: {kinds[k]:.3f}" for k in SWITCH_KINDS))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+"""benchmarks/temporal_consistency.py: where an object goes when its usual slot lets it go."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from temporal_consistency import SWITCH_KINDS, switch_kinds  # noqa: E402
+
+from slotmatch.metrics import slot_stability  # noqa: E402
+
+
+def test_switch_kinds_names_what_the_usual_slot_covers_instead():
+    true = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    true[0, :, 0, :2] = 1  # object 1: two pixels in the top row, every frame
+    true[0, :, 3, 2:] = 2  # object 2: two pixels in the bottom row
+    pred = torch.full_like(true, 5)  # background: slot 5
+    pred[0, :, 0, :2] = 0  # slot 0 holds object 1 ...
+    pred[0, :, 3, 2:] = 1  # ... and slot 1 object 2
+    pred[0, 3, 0, :2] = 2  # frame 3: object 1 on slot 2, its usual slot 0 on the background
+    pred[0, 3, 1, :] = 0
+    kinds = switch_kinds(pred, true)
+    assert kinds["frames"] == 8  # 2 objects x 4 frames
+    assert kinds["switched"] == pytest.approx(1 / 8)
+    assert kinds["the background"] == pytest.approx(1 / 8)
+    assert kinds["another object"] == kinds["nothing"] == kinds["this object (split)"] == 0
+    # objects seen in equally many frames: the pooled share is 1 - slot stability (a mean over objects)
+    assert 1 - kinds["switched"] == pytest.approx(float(slot_stability(pred, true).item()))
+    swap = pred.clone()
+    swap[0, 3, 1, :] = 5
+    swap[0, 3, 3, 2:] = 0  # frame 3: slot 0 takes object 2 instead
+    kinds = switch_kinds(swap, true)
+    assert kinds["switched"] == pytest.approx(2 / 8)  # both objects leave their usual slot in frame 3
+    assert kinds["another object"] == pytest.approx(1 / 8)  # object 1's usual slot 0 holds object 2
+    assert kinds["nothing"] == pytest.approx(1 / 8)  # object 2's usual slot 1 holds no pixel in frame 3
+    assert sum(kinds[k] for k in SWITCH_KINDS) == pytest.approx(kinds["switched"])
