@@ -11,14 +11,16 @@ runs a checkpoint over whole validation videos and prints, beside the image scor
   that overlaps it best most often (1.0: one slot follows the object through the video);
 - where the switches go (`switch_kinds`): in the frames where an object's best slot is not its usual one, what its
   usual slot covers most of instead: another object, the background, still this object (the object is split), or
-  nothing (the slot holds no pixel).
+  nothing (the slot holds no pixel);
+- with --mask-flow (data generated --with-flow): how far slot attention's masks are from following the optical flow
+  from frame to frame (`losses.mask_flow_loss`, what `train.mask_flow` trains down), the mean over videos.
 
 Two evaluation-time variants, to see which part carries the identity from frame to frame (the weights
 are unchanged): --no-predictor carries each frame's slots to the next frame as they are, and --sa-iters N
 runs N slot-attention iterations on every frame after the first (the model's own number otherwise).
 
 Usage: python benchmarks/temporal_consistency.py CHECKPOINT DATA [--videos 25] [--masks decoder|attention]
-       [--no-predictor] [--sa-iters N] [--sa-iters-first N]
+       [--no-predictor] [--sa-iters N] [--sa-iters-first N] [--mask-flow]
 """
 
 import argparse
@@ -31,6 +33,7 @@ from slotmatch import metrics
 from slotmatch.checkpoint import load_model
 from slotmatch.data.dataset import open_dataset
 from slotmatch.evaluate import MASK_KINDS, predict_ids
+from slotmatch.losses import mask_flow_loss
 
 
 SWITCH_KINDS = ("another object", "the background", "this object (split)", "nothing")
@@ -73,6 +76,19 @@ def switch_kinds(pred: torch.Tensor, true: torch.Tensor) -> dict:
     return {"frames": counts["frames"], **{k: counts[k] / n for k in ("switched",) + SWITCH_KINDS}}
 
 
+@torch.no_grad()
+def mask_flow_distance(model, data: str, videos: int) -> float:
+    """The mean over the first `videos` validation videos of `losses.mask_flow_loss` on the model's slot-attention
+    masks, the videos and their flow at the model's input size."""
+    ds = open_dataset(data, "validation", size=model.cfg.img_size, with_flow=True)
+    values = []
+    for i in range(min(videos, len(ds))):
+        s = ds[i]
+        out = model(s["video"][None], masks_only=True)
+        values.append(float(mask_flow_loss(out["attn"], s["flow"][None], out["mask_grid"])))
+    return float(np.mean(values))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint")
@@ -83,6 +99,7 @@ def main() -> None:
     ap.add_argument("--no-predictor", action="store_true", help="carry the slots unchanged to the next frame")
     ap.add_argument("--sa-iters", type=int, default=None, help="slot-attention iterations after the first frame")
     ap.add_argument("--sa-iters-first", type=int, default=None, help="slot-attention iterations on the first frame")
+    ap.add_argument("--mask-flow", action="store_true", help="also the masks' distance from following the optical flow")
     a = ap.parse_args()
     model, _ = load_model(a.checkpoint)
     variant = []
@@ -120,6 +137,9 @@ def main() -> None:
     print("slot drift, cos(slot at t, slot at 0) for t = " + ", ".join(
         f"{t}: {drift[t]:.2f}" for t in sorted({1, 4, 8, 12, T - 1} & set(range(1, T)))))
     print(f"slot stability (share of an object's frames on its usual slot): {np.nanmean(metrics.slot_stability(pred, true).numpy()):.3f}")
+    if a.mask_flow:
+        print(f"slot attention's masks' distance from following the optical flow (losses.mask_flow_loss): "
+              f"{mask_flow_distance(model, a.data, len(items)):.4f}")
     kinds = switch_kinds(pred, true)
     print(f"object-frames on another slot than the object's usual one: {kinds['switched']:.3f} of {kinds['frames']}; "
           "the usual slot then covers mostly " + ", ".join(f"{k}: {kinds[k]:.3f}" for k in SWITCH_KINDS))

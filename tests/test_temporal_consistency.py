@@ -36,3 +36,17 @@ def test_switch_kinds_names_what_the_usual_slot_covers_instead():
     assert kinds["another object"] == pytest.approx(1 / 8)  # object 1's usual slot 0 holds object 2
     assert kinds["nothing"] == pytest.approx(1 / 8)  # object 2's usual slot 1 holds no pixel in frame 3
     assert sum(kinds[k] for k in SWITCH_KINDS) == pytest.approx(kinds["switched"])
+
+
+def test_mask_flow_distance_runs_on_a_checkpoint_and_data_with_flow(flow_dataset, tmp_path):
+    from conftest import tiny_config
+    from temporal_consistency import mask_flow_distance
+
+    from slotmatch.checkpoint import load_model
+    from slotmatch.train import train
+
+    last = train(tiny_config(flow_dataset, max_steps=1, val_every=1, checkpoint_every=1, num_val_videos=1),
+                 str(tmp_path / "run"), progress=False)
+    model, _ = load_model(last)
+    d = mask_flow_distance(model, flow_dataset, 1)
+    assert 0 <= d <= 1
