@@ -375,3 +375,21 @@ def test_distillation_with_ema_saves_a_student_that_loads(tiny_dataset, teacher_
     assert count_parameters(student)["total"] < count_parameters(teacher)["total"]  # the student, not the teacher
     inside, _ = load_model(last, which="teacher")
     assert all(torch.equal(inside.state_dict()[k], v) for k, v in teacher.state_dict().items())  # teacher untouched
+
+
+def test_the_mask_flow_weight_reaches_the_students_loss(tiny_dataset, teacher_ckpt):
+    cfg = tiny_config(tiny_dataset, mask_flow=0.5)
+    torch.manual_seed(0)
+    m = SlotMatchModule(cfg, teacher_ckpt)
+    batch = _batch()
+    with pytest.raises(ValueError, match="with-flow"):  # no flow in the batch: a clear error
+        m.compute_losses(batch)
+    B, T, _, H, W = batch["video"].shape
+    batch["flow"] = torch.randn(B, T, H, W, 2)
+    torch.manual_seed(0)
+    terms = m.compute_losses(batch)
+    torch.manual_seed(0)
+    m.ts["mask_flow"] = 0.0
+    off = m.compute_losses(batch)
+    assert "mask_flow" not in off and 0 <= terms["mask_flow"].item() <= 1
+    assert terms["loss"].item() == pytest.approx((off["loss"] + 0.5 * terms["mask_flow"]).item(), rel=1e-5)
