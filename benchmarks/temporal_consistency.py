@@ -42,38 +42,26 @@ SWITCH_KINDS = ("another object", "the background", "this object (split)", "noth
 def switch_kinds(pred: torch.Tensor, true: torch.Tensor) -> dict:
     """pred, true (B, T, H, W) ids -> {"frames": object-frames counted, "switched": share of them whose best-IoU slot
     is not the object's usual one (1 - slot stability, pooled over objects), and for each kind of SWITCH_KINDS the
-    share of the object-frames where the usual slot, in that frame, covers mostly that}."""
-    counts = dict.fromkeys(("frames", "switched") + SWITCH_KINDS, 0)
-    for p, g in zip(pred.long(), true.long()):
-        T = g.shape[0]
-        for obj in g.unique().tolist():
-            if obj == 0:
-                continue
-            best = {}
-            for t in range(T):
-                m = g[t] == obj
-                if not m.any():
-                    continue
-                inter = torch.bincount(p[t][m], minlength=int(p.max()) + 1).double()
-                union = m.sum() + torch.bincount(p[t].flatten(), minlength=inter.numel()).double() - inter
-                best[t] = int((inter / union).argmax())
-            if not best:
-                continue
-            votes = list(best.values())
-            usual = max(sorted(set(votes)), key=votes.count)
-            for t, b in best.items():
-                counts["frames"] += 1
-                if b == usual:
-                    continue
-                counts["switched"] += 1
-                held = g[t][p[t] == usual]
-                if held.numel() == 0:
-                    counts["nothing"] += 1
-                    continue
-                top = int(torch.bincount(held).argmax())
-                counts["this object (split)" if top == obj else "the background" if top == 0 else "another object"] += 1
-    n = max(counts["frames"], 1)
-    return {"frames": counts["frames"], **{k: counts[k] / n for k in ("switched",) + SWITCH_KINDS}}
+    share of the object-frames where the usual slot, in that frame, covers mostly that}. The best slots and the
+    usual one are `metrics.slot_stability`'s (`metrics.best_segments`, the most frequent best slot)."""
+    table, best, present, foreground = metrics.best_segments(pred, true)  # (B, T, C, K), (B, T, C) x 2, (C,)
+    B, T, C, K = table.shape
+    votes = torch.zeros(B, C, K, dtype=torch.float64)
+    votes.scatter_add_(2, best.transpose(1, 2), present.transpose(1, 2).to(torch.float64))
+    usual = votes.argmax(-1)  # (B, C): each object's most frequent best slot
+    switched = present & (best != usual[:, None])  # (B, T, C)
+    # held[b, t, c, c']: pixels of true id c' on object c's usual slot in frame t
+    held = table.transpose(2, 3).gather(2, usual[:, None, :, None].expand(B, T, C, C))
+    top = held.argmax(-1)  # (B, T, C) the true id the usual slot covers most
+    empty = held.sum(-1) == 0
+    split = top == torch.arange(C)
+    kinds = {"another object": switched & ~empty & ~split & foreground[top],
+             "the background": switched & ~empty & ~split & ~foreground[top],
+             "this object (split)": switched & ~empty & split,
+             "nothing": switched & empty}
+    n = max(int(present.sum()), 1)
+    return {"frames": int(present.sum()), "switched": int(switched.sum()) / n,
+            **{k: int(kinds[k].sum()) / n for k in SWITCH_KINDS}}
 
 
 @torch.no_grad()

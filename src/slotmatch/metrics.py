@@ -40,6 +40,7 @@ __all__ = [
     "video_mbo",
     "image_mbo",
     "slot_stability",
+    "best_segments",
     "segments_per_frame",
     "masks_to_ids",
     "contingency",
@@ -170,6 +171,24 @@ def image_mbo(pred: Tensor, true: Tensor, per_frame: bool = False) -> Tensor:
     return _per_frame(_mbo, pred, true, per_frame)
 
 
+def best_segments(pred: Tensor, true: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The best-IoU predicted segment of every true id in every frame (IoU as in mBO).
+
+    pred, true: (B, T, H, W). Returns `table` (B, T, C, K) int64 pixel counts (`contingency` per frame, ids
+    compacted the same way over the whole batch), `best` (B, T, C) the index k of each true id's best segment,
+    `present` (B, T, C) bool: a foreground id with pixels in that frame, and `foreground` (C,) bool.
+    """
+    _check_ids(pred, true)
+    b, t = pred.shape[:2]
+    table, fg = contingency(pred.reshape(b * t, -1), true.reshape(b * t, -1))  # (B*T, C, K)
+    inter = table.to(torch.float64)
+    n_true, n_pred = inter.sum(-1), inter.sum(-2)
+    iou = inter / (n_true.unsqueeze(-1) + n_pred.unsqueeze(-2) - inter).clamp_min(1)
+    best = iou.argmax(-1).view(b, t, -1)  # (B, T, C) best segment per object and frame
+    present = (fg.unsqueeze(0) & (n_true > 0)).view(b, t, -1)  # (B, T, C)
+    return table.view(b, t, *table.shape[1:]), best, present, fg
+
+
 def slot_stability(pred: Tensor, true: Tensor) -> Tensor:
     """How steadily one predicted segment follows each object (not a SlotContrast metric; ours).
 
@@ -180,15 +199,8 @@ def slot_stability(pred: Tensor, true: Tensor) -> Tensor:
     variants measure. pred, true: (B, T, H, W). Returns (B,) float64, the mean over a video's objects;
     NaN for a video without objects.
     """
-    _check_ids(pred, true)
-    b, t = pred.shape[:2]
-    table, fg = contingency(pred.reshape(b * t, -1), true.reshape(b * t, -1))  # (B*T, C, K)
-    inter = table.to(torch.float64)
-    n_true, n_pred = inter.sum(-1), inter.sum(-2)
-    iou = inter / (n_true.unsqueeze(-1) + n_pred.unsqueeze(-2) - inter).clamp_min(1)
-    best = iou.argmax(-1).view(b, t, -1)  # (B, T, C) best segment per object and frame
-    present = (fg.unsqueeze(0) & (n_true > 0)).view(b, t, -1)  # (B, T, C)
-    k = table.shape[-1]
+    table, best, present, _ = best_segments(pred, true)
+    b, k = pred.shape[0], table.shape[-1]
     votes = torch.zeros(b, present.shape[-1], k, dtype=torch.float64, device=pred.device)
     votes.scatter_add_(2, best.transpose(1, 2), present.transpose(1, 2).to(torch.float64))  # (B, C, K)
     frames = present.sum(1)  # (B, C)

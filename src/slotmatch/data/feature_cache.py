@@ -31,19 +31,22 @@ def cache_path(cache_dir: str, model_cfg: dict, dataset, split: str) -> str:
     if weights and os.path.isfile(str(weights)):  # a new file at the same path gets a new cache
         st = os.stat(weights)
         stamp = [st.st_size, st.st_mtime_ns]
-    ident = {"encoder": model_cfg["encoder"], "weights_file": stamp, "img_size": model_cfg.get("img_size"), "split": split,
-             "manifest": {k: v for k, v in getattr(dataset, "manifest", {}).items() if k not in ("seconds", "software")},
-             "size": getattr(dataset, "size", None)}
-    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    return os.path.join(cache_dir, f"features-{split}-{digest}.npy")
+    ident = {"encoder": model_cfg["encoder"], "weights_file": stamp, "img_size": model_cfg.get("img_size")}
+    return _named_path(cache_dir, "features", dataset, split, ident)
 
 
 def flow_cache_path(cache_dir: str, dataset, split: str) -> str:
     """Path of the optical-flow cache for this dataset split at the dataset's size."""
-    ident = {"split": split, "size": getattr(dataset, "size", None),
+    return _named_path(cache_dir, "flow", dataset, split, {})
+
+
+def _named_path(cache_dir: str, kind: str, dataset, split: str, ident: dict) -> str:
+    """cache_dir/KIND-SPLIT-DIGEST.npy, the digest a hash of ident, the split, the dataset's size and its manifest
+    (less the fields that change with every generation run)."""
+    ident = {**ident, "split": split, "size": getattr(dataset, "size", None),
              "manifest": {k: v for k, v in getattr(dataset, "manifest", {}).items() if k not in ("seconds", "software")}}
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    return os.path.join(cache_dir, f"flow-{split}-{digest}.npy")
+    return os.path.join(cache_dir, f"{kind}-{split}-{digest}.npy")
 
 
 def build_flow_cache(dataset, path: str, progress: bool = True) -> str:
