@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--no-predictor", action="store_true", help="carry the slots unchanged to the next frame")
     ap.add_argument("--sa-iters", type=int, default=None, help="slot-attention iterations after the first frame")
     ap.add_argument("--sa-iters-first", type=int, default=None, help="slot-attention iterations on the first frame")
+    ap.add_argument("--track", default=None, choices=["none", "masks"], help="override the model's slot tracking")
     ap.add_argument("--mask-flow", action="store_true", help="also the masks' distance from following the optical flow")
     a = ap.parse_args()
     model, _ = load_model(a.checkpoint)
@@ -94,6 +95,9 @@ def main() -> None:
     if a.no_predictor:
         model.predictor = torch.nn.Identity()
         variant.append("no predictor")
+    if a.track is not None:
+        model.cfg.track = a.track
+        variant.append(f"track {a.track}")
     if a.sa_iters is not None:
         model.cfg.sa_iters = a.sa_iters
         variant.append(f"{a.sa_iters} slot-attention iterations per later frame")

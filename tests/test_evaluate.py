@@ -235,3 +235,18 @@ def test_attention_masks_are_scored_from_slot_attention(tiny_teacher_run, tmp_pa
         predict_ids(model, video, (32, 32), masks="alpha")
     r = evaluate(last, cfg["data"]["path"], out=str(tmp_path / "e"), batch_size=2, max_videos=2, masks="attention")
     assert r["masks"] == "attention" and r["num_videos"] == 2
+
+
+def test_track_override_relabels_slots_only(tiny_teacher_run, tmp_path, capsys):
+    cfg, run, last = tiny_teacher_run
+    kw = dict(batch_size=2, max_videos=3, masks="attention")
+    plain = evaluate(last, cfg["data"]["path"], out=str(tmp_path / "a"), track="none", **kw)
+    tracked = evaluate(last, cfg["data"]["path"], out=str(tmp_path / "b"), track="masks", **kw)
+    assert plain["track"] == "none" and tracked["track"] == "masks"
+    for metric in ("image_fg_ari", "image_mbo"):  # a per-frame relabelling leaves every frame's segments as they were
+        assert tracked["aggregate"][metric] == pytest.approx(plain["aggregate"][metric], abs=1e-6)
+    with pytest.raises(ValueError, match="track must be"):
+        evaluate(last, cfg["data"]["path"], out=str(tmp_path / "c"), track="hungarian", **kw)
+    assert main(["evaluate", "--checkpoint", last, "--data", cfg["data"]["path"], "--max-videos", "1",
+                 "--track", "masks", "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["track"] == "masks"

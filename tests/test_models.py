@@ -362,3 +362,93 @@ def test_input_norm_switch_keeps_what_the_layernorm_erases():
     assert not torch.allclose(off.encoder_mlp(x), off.encoder_mlp(y), atol=1e-2)
     out = off(torch.rand(1, 2, 3, 32, 32))
     assert out["slots"].shape == (1, 2, 4, 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Slot tracking (model.track: masks)
+
+
+def test_match_slots_recovers_a_permutation():
+    from slotmatch.models.tracking import match_slots, permute_slots
+
+    g = torch.Generator().manual_seed(0)
+    prev = torch.softmax(3 * torch.randn(3, 6, 50, generator=g), dim=1)  # (B, K, N)
+    shuffle = torch.stack([torch.randperm(6, generator=g) for _ in range(3)])
+    cur = permute_slots(torch.softmax(3 * torch.randn(3, 6, 50, generator=g) * 0.1 + prev.log(), dim=1), shuffle)
+    perm = match_slots(prev, cur)
+    assert not torch.equal(shuffle, torch.arange(6).expand(3, 6))
+    assert torch.equal(permute_slots(shuffle, perm), torch.arange(6).expand(3, 6))  # perm undoes the shuffle
+    with pytest.raises(ValueError, match="masks must both be"):
+        match_slots(prev, cur[:, :5])
+
+
+class _Scramble(torch.nn.Module):
+    """Slot attention whose output slots come out in a new random order at every call (a relabelling only)."""
+
+    def __init__(self, sa):
+        super().__init__()
+        self.sa, self.g = sa, torch.Generator().manual_seed(1)
+
+    def forward(self, slots, inputs, iters):
+        from slotmatch.models.tracking import permute_slots
+
+        slots, attn = self.sa(slots, inputs, iters)
+        perm = torch.stack([torch.randperm(slots.shape[1], generator=self.g) for _ in range(slots.shape[0])])
+        return permute_slots(slots, perm), permute_slots(attn, perm)
+
+
+def _diag_iou(attn):
+    from slotmatch.models.tracking import soft_iou
+
+    return torch.stack([soft_iou(attn[:, t - 1], attn[:, t]).diagonal(dim1=1, dim2=2).sum(-1)
+                        for t in range(1, attn.shape[1])], 1)  # (B, T - 1)
+
+
+def test_tracking_relabels_slots_to_follow_the_masks():
+    from slotmatch.models.tracking import permute_slots
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cnn_cfg(mask_source="attention")).eval()
+    model.slot_attention.scale *= 30  # sharper masks than a random model's near-uniform ones
+    video = torch.rand(2, 1, 3, 32, 32).expand(-1, 5, -1, -1, -1)
+    with torch.no_grad():
+        model.cfg.track = "masks"
+        plain_tracked = model(video, masks_only=True)
+        model.cfg.track = "none"
+        model.slot_attention = _Scramble(model.slot_attention)
+        scrambled = model(video, masks_only=True)
+        model.slot_attention.g.manual_seed(1)
+        model.cfg.track = "masks"
+        tracked = model(video, masks_only=True)
+    # Tracking changes which slot holds a mask, never the masks: each frame's masks are the same set.
+    for t in range(5):
+        for b in range(2):
+            a, s = tracked["attn"][b, t], scrambled["attn"][b, t]
+            order = torch.cdist(a, s).argmin(1)
+            torch.testing.assert_close(a, s[order], rtol=1e-4, atol=1e-5)
+            assert sorted(order.tolist()) == list(range(4))
+    # Each frame's order is the one that overlaps the frame before best, which the scrambled order is not.
+    assert (_diag_iou(tracked["attn"]) >= _diag_iou(scrambled["attn"]) - 1e-5).all()
+    assert (_diag_iou(tracked["attn"]) > _diag_iou(scrambled["attn"]) + 0.1).any()
+    # Up to frame 0's order (nothing to match there), scrambling slot attention's output order every frame
+    # changes nothing once the slots are tracked.
+    order = torch.cdist(tracked["attn"][:, 0], plain_tracked["attn"][:, 0]).argmin(-1)  # (B, K)
+    for t in range(5):
+        torch.testing.assert_close(tracked["attn"][:, t], permute_slots(plain_tracked["attn"][:, t], order),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_tracked_chunked_forward_equals_one_pass():
+    torch.manual_seed(0)
+    model = build_model(tiny_cnn_cfg(track="masks")).eval()
+    model.slot_attention = _Scramble(model.slot_attention)
+    video = torch.rand(2, 5, 3, 32, 32)
+    with torch.no_grad():
+        full = model(video)
+        model.slot_attention.g.manual_seed(1)
+        a = model(video[:, :2])
+        b = model(video[:, 2:], prev_slots=a["slots"][:, -1], prev_attn=a["attn"][:, -1])
+    for key in ("slots", "masks", "attn", "reconstruction"):
+        torch.testing.assert_close(torch.cat([a[key], b[key]], dim=1), full[key], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="track must be"):
+        build_model(tiny_cnn_cfg(track="hungarian"))

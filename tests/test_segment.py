@@ -128,6 +128,33 @@ def test_chunked_equals_one_pass(ckpt, video, tmp_path):
     assert np.array_equal(ids + 1, a)
 
 
+def test_tracked_chunks_carry_the_last_masks(ckpt, video):
+    """With `model.track: masks` a chunk's first frame is matched to the last chunk's masks (carry["prev_attn"])."""
+    from test_models import _Scramble
+
+    from slotmatch.checkpoint import load_model
+
+    model, _ = load_model(ckpt)
+    model.cfg.track = "masks"
+    model.slot_attention = _Scramble(model.slot_attention)  # slot order shuffled every frame: tracking must undo it
+    frames = decoded_frames(video)
+
+    def chunked(drop_masks=False):
+        model.slot_attention.g.manual_seed(1)
+        parts, carry = [], None
+        for i in range(0, len(frames), 3):
+            ids, carry = infer.segment_frames(model, frames[i:i + 3], (32, 32), carry)
+            parts.append(ids)
+            if drop_masks:
+                carry.pop("prev_attn")
+        return np.concatenate(parts)
+
+    model.slot_attention.g.manual_seed(1)
+    one, _ = infer.segment_frames(model, frames, (32, 32))
+    assert np.array_equal(chunked(), one)
+    assert not np.array_equal(chunked(drop_masks=True), one)  # without the masks, each chunk restarts the order
+
+
 def test_parts_come_with_the_frames_around_them():
     frames = [np.full((2, 2, 3), t, np.uint8) for t in range(7)]
     got = [([f[0, 0, 0] for f in b], [f[0, 0, 0] for f in p], [f[0, 0, 0] for f in a])

@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--masks", default="decoder", choices=["decoder", "attention"],
                    help="score the decoder's alpha masks (default, as the papers) or slot attention's masks")
+    e.add_argument("--track", default=None, choices=["none", "masks"],
+                   help="override the model's slot tracking (model.track): 'masks' re-orders each frame's slots to "
+                        "follow the frame before's masks (default: as the checkpoint was trained)")
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("benchmark", help="parameters, throughput, latency and memory: teacher vs student, one run")

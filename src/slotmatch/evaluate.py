@@ -377,11 +377,13 @@ def _write_overlays(model, dataset, picks, out: str, device, masks: str = "decod
 
 
 def evaluate(checkpoint: str, data: str, split: str = "validation", out: str | None = None, which: str = "model",
-             batch_size: int = 8, max_videos: int | None = None, device: str = "cpu", masks: str = "decoder") -> dict:
+             batch_size: int = 8, max_videos: int | None = None, device: str = "cpu", masks: str = "decoder",
+             track: str | None = None) -> dict:
     """Evaluate a checkpoint on whole videos of a dataset split beside the reference rows; write a report.
 
     masks: "decoder" (the decoder's alpha masks, what DINOSAUR and SlotContrast report) or "attention"
     (slot attention's own masks of the last iteration).
+    track: None (as the checkpoint's config says) or "none" / "masks", overriding `model.track`.
 
     Writes into `out` (default `default_out_dir`): metrics.json, metrics.md, overlays/ (worst and best
     videos by video mBO), plots (scores.png, per_video.png, training/ curves when the run has logs) and
@@ -395,6 +397,10 @@ def evaluate(checkpoint: str, data: str, split: str = "validation", out: str | N
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     model, _ = load_model(checkpoint, which=which, device=device)
+    if track is not None:
+        if track not in ("none", "masks"):
+            raise ValueError(f"track must be 'none' or 'masks', got {track!r}")
+        model.cfg.track = track
     dataset = open_dataset(data, split)  # native resolution: the ground truth is scored as stored
     if len(dataset) == 0:
         raise ValueError(f"{data}: split {split} holds no videos")
@@ -410,7 +416,8 @@ def evaluate(checkpoint: str, data: str, split: str = "validation", out: str | N
     refs = {name: summarize(name, per_video) for name, per_video in scores.items()}
 
     result = {
-        "checkpoint": os.path.abspath(checkpoint), "which": which, "masks": masks, "data": os.path.abspath(data), "split": split,
+        "checkpoint": os.path.abspath(checkpoint), "which": which, "masks": masks, "track": model.cfg.track,
+        "data": os.path.abspath(data), "split": split,
         "num_videos": model_row["num_videos"], "num_segments": num_segments, "input_size": list(input_size),
         "ci_method": CI_METHOD,
         "aggregate": model_row["aggregate"], "ci95": model_row["ci95"], "n": model_row["n"],
@@ -459,7 +466,7 @@ def evaluate_main(args) -> None:
     """`slotmatch evaluate`: run `evaluate` with the parsed arguments and print the table."""
     result = evaluate(args.checkpoint, args.data, split=args.split, out=args.out, which=args.which,
                       batch_size=args.batch_size, max_videos=args.max_videos, device=args.device,
-                      masks=args.masks)
+                      masks=args.masks, track=args.track)
     print(result["table"])
     for line in comparison_lines(result["comparisons"], model_label(result["which"])):
         print(line)

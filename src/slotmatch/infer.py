@@ -11,7 +11,7 @@ predictor, initialise frame t+1. Frames are resized (bilinear, antialiased) to t
 (its `img_size`, or `size`), whatever the input's aspect ratio; the decoder masks (K, h, w) are upsampled
 back to the input's resolution and the argmax over slots is each pixel's slot id
 (`metrics.masks_to_ids`). Frames stream through `chunk` at a time: the slots of a chunk's last frame
-initialise the next chunk (`prev_slots`), so the ids equal those of one pass over the whole video while
+initialise the next chunk (`prev_slots`, and `prev_attn` for slot tracking), so the ids equal those of one pass over the whole video while
 memory stays constant (only `objects.json`'s per-frame numbers grow with the video).
 
 Output for one video, in DIR:
@@ -379,11 +379,12 @@ def _model_size(model, size: int | None) -> tuple[int, int]:
 
 @torch.inference_mode()
 def segment_frames(model, frames: list[np.ndarray], model_size: tuple[int, int],
-                   prev_slots: torch.Tensor | None = None, before: list[np.ndarray] = (),
-                   after: list[np.ndarray] = ()) -> tuple[np.ndarray, torch.Tensor]:
-    """Slot ids of consecutive frames (each (H, W, 3) uint8) -> ids (T, H, W) uint8, last slots (1, K, D).
+                   carry: dict | None = None, before: list[np.ndarray] = (),
+                   after: list[np.ndarray] = ()) -> tuple[np.ndarray, dict]:
+    """Slot ids of consecutive frames (each (H, W, 3) uint8) -> ids (T, H, W) uint8, carry.
 
-    prev_slots: the slots of the frame before the first (None: the video starts here).
+    carry: what the last call returned, the state of the frame before the first ({"prev_slots": (1, K, D),
+    "prev_attn": (1, K, N)}, for `SlotContrast.forward`); None: the video starts here.
     before, after: the video's frames just before and after these, which an encoder with context
     (`encoder.context`) sees beside the first and last of them; none at the video's ends.
     """
@@ -395,11 +396,12 @@ def segment_frames(model, frames: list[np.ndarray], model_size: tuple[int, int],
     if (H, W) != tuple(model_size):
         x = F.interpolate(x, size=model_size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     features = model.encoder.encode_video(x.unsqueeze(0))[:, len(before):len(before) + T]  # neighbours: encoder only
-    out = model(x[None, len(before):len(before) + T], features=features, prev_slots=prev_slots, masks_only=True)
+    out = model(x[None, len(before):len(before) + T], features=features, masks_only=True, **(carry or {}))
     K = out["masks"].shape[2]
     masks = out["masks"].unflatten(-1, out["mask_grid"])  # (1, T, K, h, w)
     ids = masks_to_ids(masks, (H, W), chunk=max(1, MAX_IDS_ELEMENTS // (K * H * W)))[0]  # (T, H, W)
-    return ids.to(torch.uint8).cpu().numpy(), out["slots"][:, -1]  # (T, H, W), (1, K, D)
+    carry = {"prev_slots": out["slots"][:, -1], "prev_attn": out["attn"][:, -1]}  # (1, K, D), (1, K, N)
+    return ids.to(torch.uint8).cpu().numpy(), carry
 
 
 def _sync(device: torch.device) -> None:
@@ -419,7 +421,7 @@ def segment_video(model, source: Source, out_dir: str, model_size: tuple[int, in
     os.makedirs(os.path.join(out_dir, "masks"))
     stats = ObjectStats(num_slots)
     writers: list = []
-    prev_slots, t, size, model_time, start = None, 0, None, 0.0, time.perf_counter()
+    carry, t, size, model_time, start = None, 0, None, 0.0, time.perf_counter()
     from tqdm import tqdm
 
     bar = tqdm(total=declared, desc=source.name, unit="frame", disable=not progress, leave=False, file=sys.stderr)
@@ -432,7 +434,7 @@ def segment_video(model, source: Source, out_dir: str, model_size: tuple[int, in
                 if gif:
                     writers.append(GifWriter(os.path.join(out_dir, "overlay.gif"), rate))
             tic = time.perf_counter()
-            ids, prev_slots = segment_frames(model, part, model_size, prev_slots, before, after)  # (T, H, W)
+            ids, carry = segment_frames(model, part, model_size, carry, before, after)  # (T, H, W)
             _sync(device)
             model_time += time.perf_counter() - tic
             for frame_ids, frame in zip(ids, part):

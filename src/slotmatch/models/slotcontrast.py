@@ -23,6 +23,7 @@ from .encoder import build_encoder, make_target, target_dim, target_needs_segmen
 from .initializer import FixedLearnedInit
 from .predictor import TransformerPredictor
 from .slot_attention import SlotAttention
+from .tracking import match_slots, permute_slots
 
 
 @dataclass
@@ -54,6 +55,9 @@ class SlotContrastConfig:
     # "attention" (slot attention's own masks; the decoder's alpha is then unused). An experiment: with
     # small objects the alpha masks collapse onto one or two slots (docs/RESULTS.md, "Diagnostic").
     mask_source: str = "decoder"
+    # "none" (the papers: the slot index is the identity) or "masks" (ours: re-order each frame's slots so
+    # that slot k's attention mask overlaps slot k's of the frame before as much as possible; tracking.py)
+    track: str = "none"
 
 
 def _dinov2(name: str, img_size: int) -> dict:
@@ -100,6 +104,8 @@ class SlotContrast(nn.Module):
         self.target_dim = target_dim(self.target_type, self.encoder)
         if cfg.mask_source not in ("decoder", "attention"):
             raise ValueError(f"mask_source must be 'decoder' or 'attention', got {cfg.mask_source!r}")
+        if cfg.track not in ("none", "masks"):
+            raise ValueError(f"track must be 'none' or 'masks', got {cfg.track!r}")
         self.decoder = MLPDecoder(S, self.target_dim, cfg.decoder_hidden, self.grid)
 
     def encode(self, video: torch.Tensor, with_target: bool = True, depth: Optional[torch.Tensor] = None,
@@ -128,7 +134,8 @@ class SlotContrast(nn.Module):
                 masks_only: bool = False, depth: Optional[torch.Tensor] = None,
                 flow: Optional[torch.Tensor] = None,
                 segmentations: Optional[torch.Tensor] = None,
-                decoded_tokens: Optional[int] = None) -> Dict[str, torch.Tensor]:
+                decoded_tokens: Optional[int] = None,
+                prev_attn: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Slots, masks and reconstruction for every frame.
 
         video: (B, T, 3, H, W) in [0, 1]; may be None when features (and, for a pixel target,
@@ -136,6 +143,8 @@ class SlotContrast(nn.Module):
         prev_slots: (B, K, D) slots of the last frame of the previous chunk of the same video;
             frame 0 then starts from predictor(prev_slots) with the regular iterations, so chunked
             processing equals one pass.
+        prev_attn: (B, K, N) slot-attention masks of that frame, for `track: masks` (the first frame is
+            then matched to them, so chunked processing still equals one pass).
         features: (B, T, N, Dfeat) cached encoder features: skip the encoder.
         target: (B, T, N, F) cached target (else computed from features or video).
         masks_only: inference fast path; no reconstruction / target in the output.
@@ -168,10 +177,15 @@ class SlotContrast(nn.Module):
         else:
             slots, iters = self.predictor(prev_slots), self.cfg.sa_iters
         all_slots, all_attn = [], []
+        last_attn = prev_attn
         for t in range(T):
             if t > 0:
                 slots, iters = self.predictor(slots), self.cfg.sa_iters
             slots, attn = self.slot_attention(slots, inputs[:, t], iters)  # (B, K, D), (B, K, N)
+            if self.cfg.track == "masks" and last_attn is not None:
+                perm = match_slots(last_attn, attn)
+                slots, attn = permute_slots(slots, perm), permute_slots(attn, perm)
+            last_attn = attn
             all_slots.append(slots)
             all_attn.append(attn)
         slots = torch.stack(all_slots, dim=1)  # (B, T, K, D)
