@@ -12,6 +12,8 @@ runs a checkpoint over whole validation videos and prints, beside the image scor
 - where the switches go (`switch_kinds`): in the frames where an object's best slot is not its usual one, what its
   usual slot covers most of instead: another object, the background, still this object (the object is split), or
   nothing (the slot holds no pixel);
+- per frame, what holds each object (`slot_sharing`): its own slot, a slot that is also another object's best slot
+  (two objects merged in that frame), or a slot that holds more background than objects (the object is lost);
 - with --mask-flow (data generated --with-flow): how far slot attention's masks are from following the optical flow
   from frame to frame (`losses.mask_flow_loss`, what `train.mask_flow` trains down), the mean over videos.
 
@@ -62,6 +64,26 @@ def switch_kinds(pred: torch.Tensor, true: torch.Tensor) -> dict:
     n = max(int(present.sum()), 1)
     return {"frames": int(present.sum()), "switched": int(switched.sum()) / n,
             **{k: int(kinds[k].sum()) / n for k in SWITCH_KINDS}}
+
+
+SHARING_KINDS = ("its own slot", "a slot shared with another object", "a mostly-background slot")
+
+
+def slot_sharing(pred: torch.Tensor, true: torch.Tensor) -> dict:
+    """Per frame, what holds each object: pred, true (B, T, H, W) ids -> {"frames": object-frames counted, and for each
+    kind of SHARING_KINDS the share of object-frames whose best-IoU slot (`metrics.best_segments`) is that}: a slot
+    with more background pixels than object pixels in that frame (the object is lost to the background), else a slot
+    that is also the best slot of another object in that frame (two objects merged), else its own slot."""
+    table, best, present, foreground = metrics.best_segments(pred, true)  # (B, T, C, K), (B, T, C) x 2, (C,)
+    on_fg = table[:, :, foreground].sum(2)  # (B, T, K) object pixels on each slot
+    on_bg = table[:, :, ~foreground].sum(2)
+    lost = present & (on_bg.gather(-1, best) > on_fg.gather(-1, best))
+    objects = torch.zeros_like(on_fg).scatter_add_(-1, best, (present & foreground).long())  # objects per best slot
+    shared = present & ~lost & (objects.gather(-1, best) > 1)
+    n = max(int(present.sum()), 1)
+    counts = {"its own slot": present & ~lost & ~shared, "a slot shared with another object": shared,
+              "a mostly-background slot": lost}
+    return {"frames": int(present.sum()), **{k: int(v.sum()) / n for k, v in counts.items()}}
 
 
 @torch.no_grad()
@@ -132,6 +154,9 @@ def main() -> None:
     if a.mask_flow:
         print(f"slot attention's masks' distance from following the optical flow (losses.mask_flow_loss): "
               f"{mask_flow_distance(model, a.data, len(items)):.4f}")
+    sharing = slot_sharing(pred, true)
+    print(f"per frame, the object's best slot is " + ", ".join(f"{k}: {sharing[k]:.3f}" for k in SHARING_KINDS)
+          + f" (of {sharing['frames']} object-frames)")
     kinds = switch_kinds(pred, true)
     print(f"object-frames on another slot than the object's usual one: {kinds['switched']:.3f} of {kinds['frames']}; "
           "the usual slot then covers mostly " + ", ".join(f"{k}: {kinds[k]:.3f}" for k in SWITCH_KINDS))

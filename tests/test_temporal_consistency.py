@@ -7,7 +7,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from temporal_consistency import SWITCH_KINDS, switch_kinds  # noqa: E402
+from temporal_consistency import SHARING_KINDS, SWITCH_KINDS, slot_sharing, switch_kinds  # noqa: E402
 
 from slotmatch.metrics import slot_stability  # noqa: E402
 
@@ -36,6 +36,25 @@ def test_switch_kinds_names_what_the_usual_slot_covers_instead():
     assert kinds["another object"] == pytest.approx(1 / 8)  # object 1's usual slot 0 holds object 2
     assert kinds["nothing"] == pytest.approx(1 / 8)  # object 2's usual slot 1 holds no pixel in frame 3
     assert sum(kinds[k] for k in SWITCH_KINDS) == pytest.approx(kinds["switched"])
+
+
+def test_slot_sharing_tells_merged_and_lost_objects_from_their_own_slots():
+    true = torch.zeros(1, 2, 4, 4, dtype=torch.long)
+    true[0, :, 0, :2] = 1  # object 1: two pixels in the top row
+    true[0, :, 3, 2:] = 2  # object 2: two pixels in the bottom row
+    true[0, :, 2, 0] = 3  # object 3: one pixel
+    pred = torch.full_like(true, 5)  # background: slot 5
+    pred[0, :, 0, :2] = 0
+    pred[0, :, 3, 2:] = 1
+    pred[0, :, 2, 0] = 2  # frame 0: every object on its own slot
+    pred[0, 1, 3, 2:] = 0  # frame 1: object 2 joins object 1 on slot 0
+    pred[0, 1, 2, 0] = 5  # ... and object 3 is on the background's slot
+    s = slot_sharing(pred, true)
+    assert s["frames"] == 6
+    assert s["its own slot"] == pytest.approx(3 / 6)
+    assert s["a slot shared with another object"] == pytest.approx(2 / 6)
+    assert s["a mostly-background slot"] == pytest.approx(1 / 6)
+    assert sum(s[k] for k in SHARING_KINDS) == pytest.approx(1.0)
 
 
 def test_mask_flow_distance_runs_on_a_checkpoint_and_data_with_flow(flow_dataset, tmp_path):
