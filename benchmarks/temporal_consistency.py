@@ -22,7 +22,8 @@ are unchanged): --no-predictor carries each frame's slots to the next frame as t
 runs N slot-attention iterations on every frame after the first (the model's own number otherwise).
 
 Usage: python benchmarks/temporal_consistency.py CHECKPOINT DATA [--videos 25] [--masks decoder|attention]
-       [--no-predictor] [--sa-iters N] [--sa-iters-first N] [--mask-flow]
+       [--no-predictor] [--sa-iters N] [--sa-iters-first N] [--track none|masks] [--mask-flow]
+       [--reference grid|kmeans-colour|...]  (that reference instead of the model, with the checkpoint's slot count)
 """
 
 import argparse
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from slotmatch import metrics
 from slotmatch.checkpoint import load_model
 from slotmatch.data.dataset import open_dataset
-from slotmatch.evaluate import MASK_KINDS, predict_ids
+from slotmatch.evaluate import MASK_KINDS, REFERENCE_NAMES, predict_ids, reference_segmenters
 from slotmatch.losses import mask_flow_loss
 
 
@@ -111,7 +112,11 @@ def main() -> None:
     ap.add_argument("--sa-iters-first", type=int, default=None, help="slot-attention iterations on the first frame")
     ap.add_argument("--track", default=None, choices=["none", "masks"], help="override the model's slot tracking")
     ap.add_argument("--mask-flow", action="store_true", help="also the masks' distance from following the optical flow")
+    ap.add_argument("--reference", default=None, choices=list(REFERENCE_NAMES),
+                    help="score this reference segmenter instead, with as many segments as the checkpoint has slots")
     a = ap.parse_args()
+    if a.reference and a.mask_flow:
+        ap.error("--mask-flow reads a model's masks; it does not apply to --reference")
     model, _ = load_model(a.checkpoint)
     variant = []
     if a.no_predictor:
@@ -131,16 +136,25 @@ def main() -> None:
     video = torch.stack([x["video"] for x in items])
     true = torch.stack([x["segmentations"] for x in items])
     preds, drift = [], []
+    reference = reference_segmenters(model.cfg.num_slots, [a.reference])[a.reference] if a.reference else None
     with torch.no_grad():
         for i in range(0, len(items), a.batch_size):
+            if reference is not None:
+                preds.append(reference(video[i:i + a.batch_size], true.shape[-2:]))
+                continue
             ids, slots = predict_ids(model, video[i:i + a.batch_size], true.shape[-2:], true[i:i + a.batch_size],
                                      masks=a.masks, with_slots=True)
             z = F.normalize(slots, dim=-1)  # (B, T, K, D)
             preds.append(ids)
             drift.append((z * z[:, :1]).sum(-1).mean(-1))  # (B, T)
-    pred, drift = torch.cat(preds), torch.cat(drift).mean(0)
+    pred = torch.cat(preds)
     T = true.shape[1]
-    print(f"{a.checkpoint} ({', '.join([a.masks + ' masks'] + variant)}) on {len(items)} validation videos of {a.data}, {T} frames\n")
+    if reference is not None:
+        what = f"reference {a.reference}, {model.cfg.num_slots} segments (the slots of {a.checkpoint})"
+    else:
+        drift = torch.cat(drift).mean(0)
+        what = f"{a.checkpoint} ({', '.join([a.masks + ' masks'] + variant)})"
+    print(f"{what} on {len(items)} validation videos of {a.data}, {T} frames\n")
     print("| first T frames | video FG-ARI | video mBO | image FG-ARI | image mBO |\n|---|---|---|---|---|")
     for t in sorted({1, 4, 8, 12, T} & set(range(1, T + 1))):
         p, g = pred[:, :t], true[:, :t]
@@ -148,8 +162,9 @@ def main() -> None:
         print(f"| {t} | " + " | ".join(f"{np.nanmean(x.numpy()):.3f}" for x in row) + " |")
     by_frame = np.nanmean(metrics.image_mbo(pred, true, per_frame=True).numpy(), 0)
     print("\nimage mBO by frame index: " + " ".join(f"{x:.2f}" for x in by_frame))
-    print("slot drift, cos(slot at t, slot at 0) for t = " + ", ".join(
-        f"{t}: {drift[t]:.2f}" for t in sorted({1, 4, 8, 12, T - 1} & set(range(1, T)))))
+    if reference is None:
+        print("slot drift, cos(slot at t, slot at 0) for t = " + ", ".join(
+            f"{t}: {drift[t]:.2f}" for t in sorted({1, 4, 8, 12, T - 1} & set(range(1, T)))))
     print(f"slot stability (share of an object's frames on its usual slot): {np.nanmean(metrics.slot_stability(pred, true).numpy()):.3f}")
     if a.mask_flow:
         print(f"slot attention's masks' distance from following the optical flow (losses.mask_flow_loss): "

@@ -57,7 +57,8 @@ def test_slot_sharing_tells_merged_and_lost_objects_from_their_own_slots():
     assert sum(s[k] for k in SHARING_KINDS) == pytest.approx(1.0)
 
 
-def test_mask_flow_distance_runs_on_a_checkpoint_and_data_with_flow(flow_dataset, tmp_path):
+def test_mask_flow_distance_and_reference_run_on_a_checkpoint_and_data_with_flow(flow_dataset, tmp_path, monkeypatch,
+                                                                                capsys):
     from conftest import tiny_config
     from temporal_consistency import mask_flow_distance
 
@@ -69,3 +70,28 @@ def test_mask_flow_distance_runs_on_a_checkpoint_and_data_with_flow(flow_dataset
     model, _ = load_model(last)
     d = mask_flow_distance(model, flow_dataset, 1)
     assert 0 <= d <= 1
+    # --reference scores a reference segmenter with the checkpoint's slot count, through the same lines
+    import numpy as np
+    import temporal_consistency
+
+    from slotmatch import metrics
+    from slotmatch.data.dataset import open_dataset
+    from slotmatch.evaluate import reference_segmenters
+
+    ds = open_dataset(flow_dataset, "validation")
+    argv = ["temporal_consistency.py", last, flow_dataset, "--videos", str(len(ds)), "--reference", "grid"]
+    monkeypatch.setattr(sys, "argv", argv)
+    capsys.readouterr()
+    temporal_consistency.main()
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"reference grid, {model.cfg.num_slots} segments")
+    assert "slot drift" not in printed and "per frame, the object's best slot" in printed
+    items = [ds[i] for i in range(len(ds))]
+    true = torch.stack([x["segmentations"] for x in items])
+    ids = reference_segmenters(model.cfg.num_slots, ["grid"])["grid"](torch.stack([x["video"] for x in items]),
+                                                                      true.shape[-2:])
+    whole = [line for line in printed.splitlines() if line.startswith(f"| {true.shape[1]} |")][0]
+    assert float(whole.split("|")[3]) == pytest.approx(np.nanmean(metrics.video_mbo(ids, true).numpy()), abs=5e-4)
+    monkeypatch.setattr(sys, "argv", argv + ["--mask-flow"])
+    with pytest.raises(SystemExit):
+        temporal_consistency.main()
