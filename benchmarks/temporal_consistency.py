@@ -12,6 +12,7 @@ runs a checkpoint over whole validation videos and prints, beside the image scor
 - where the switches go (`switch_kinds`): in the frames where an object's best slot is not its usual one, what its
   usual slot covers most of instead: another object, the background, still this object (the object is split), or
   nothing (the slot holds no pixel);
+- with --reorder: the share of slot-frames that tracking by mask overlap (`model.track: masks`) would re-order;
 - per frame, what holds each object (`slot_sharing`): its own slot, a slot that is also another object's best slot
   (two objects merged in that frame), or a slot that holds more background than objects (the object is lost);
 - with --mask-flow (data generated --with-flow): how far slot attention's masks are from following the optical flow
@@ -22,7 +23,7 @@ are unchanged): --no-predictor carries each frame's slots to the next frame as t
 runs N slot-attention iterations on every frame after the first (the model's own number otherwise).
 
 Usage: python benchmarks/temporal_consistency.py CHECKPOINT DATA [--videos 25] [--masks decoder|attention]
-       [--no-predictor] [--sa-iters N] [--sa-iters-first N] [--track none|masks] [--mask-flow]
+       [--no-predictor] [--sa-iters N] [--sa-iters-first N] [--track none|masks] [--reorder] [--mask-flow]
        [--reference grid|kmeans-colour|...]  (that reference instead of the model, with the checkpoint's slot count)
 """
 
@@ -35,8 +36,9 @@ import torch.nn.functional as F
 from slotmatch import metrics
 from slotmatch.checkpoint import load_model
 from slotmatch.data.dataset import open_dataset
-from slotmatch.evaluate import MASK_KINDS, REFERENCE_NAMES, predict_ids, reference_segmenters
+from slotmatch.evaluate import MASK_KINDS, REFERENCE_NAMES, predict_ids, reference_segmenters, resize_video
 from slotmatch.losses import mask_flow_loss
+from slotmatch.models.tracking import match_slots
 
 
 SWITCH_KINDS = ("another object", "the background", "this object (split)", "nothing")
@@ -65,6 +67,15 @@ def switch_kinds(pred: torch.Tensor, true: torch.Tensor) -> dict:
     n = max(int(present.sum()), 1)
     return {"frames": int(present.sum()), "switched": int(switched.sum()) / n,
             **{k: int(kinds[k].sum()) / n for k in SWITCH_KINDS}}
+
+
+def reorder_share(attn: torch.Tensor) -> float:
+    """attn (B, T, K, N) slot-attention masks of a model run without tracking -> the share of slot-frames (t >= 1)
+    that `model.track: masks` would move: where the best-overlapping order (`tracking.match_slots`) is not the
+    model's own."""
+    moved = [(match_slots(attn[:, t - 1], attn[:, t]) != torch.arange(attn.shape[2], device=attn.device)).float().mean()
+             for t in range(1, attn.shape[1])]
+    return float(torch.stack(moved).mean()) if moved else 0.0
 
 
 SHARING_KINDS = ("its own slot", "a slot shared with another object", "a mostly-background slot")
@@ -112,11 +123,13 @@ def main() -> None:
     ap.add_argument("--sa-iters-first", type=int, default=None, help="slot-attention iterations on the first frame")
     ap.add_argument("--track", default=None, choices=["none", "masks"], help="override the model's slot tracking")
     ap.add_argument("--mask-flow", action="store_true", help="also the masks' distance from following the optical flow")
+    ap.add_argument("--reorder", action="store_true",
+                    help="also the share of slot-frames that tracking by mask overlap (--track masks) would re-order")
     ap.add_argument("--reference", default=None, choices=list(REFERENCE_NAMES),
                     help="score this reference segmenter instead, with as many segments as the checkpoint has slots")
     a = ap.parse_args()
-    if a.reference and a.mask_flow:
-        ap.error("--mask-flow reads a model's masks; it does not apply to --reference")
+    if a.reference and (a.mask_flow or a.reorder):
+        ap.error("--mask-flow and --reorder read a model's masks; they do not apply to --reference")
     model, _ = load_model(a.checkpoint)
     variant = []
     if a.no_predictor:
@@ -135,7 +148,7 @@ def main() -> None:
     items = [ds[i] for i in range(min(a.videos, len(ds)))]
     video = torch.stack([x["video"] for x in items])
     true = torch.stack([x["segmentations"] for x in items])
-    preds, drift = [], []
+    preds, drift, reorder = [], [], []
     reference = reference_segmenters(model.cfg.num_slots, [a.reference])[a.reference] if a.reference else None
     with torch.no_grad():
         for i in range(0, len(items), a.batch_size):
@@ -146,6 +159,10 @@ def main() -> None:
                                      masks=a.masks, with_slots=True)
             z = F.normalize(slots, dim=-1)  # (B, T, K, D)
             preds.append(ids)
+            if a.reorder:
+                size = (model.cfg.img_size,) * 2 if isinstance(model.cfg.img_size, int) else model.cfg.img_size
+                attn = model(resize_video(video[i:i + a.batch_size], size), masks_only=True)["attn"]
+                reorder.append(reorder_share(attn))
             drift.append((z * z[:, :1]).sum(-1).mean(-1))  # (B, T)
     pred = torch.cat(preds)
     T = true.shape[1]
@@ -169,6 +186,8 @@ def main() -> None:
     if a.mask_flow:
         print(f"slot attention's masks' distance from following the optical flow (losses.mask_flow_loss): "
               f"{mask_flow_distance(model, a.data, len(items)):.4f}")
+    if a.reorder:
+        print(f"slot-frames that tracking by mask overlap would re-order: {np.mean(reorder):.3f}")
     sharing = slot_sharing(pred, true)
     print(f"per frame, the object's best slot is " + ", ".join(f"{k}: {sharing[k]:.3f}" for k in SHARING_KINDS)
           + f" (of {sharing['frames']} object-frames)")

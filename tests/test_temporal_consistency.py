@@ -7,7 +7,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from temporal_consistency import SHARING_KINDS, SWITCH_KINDS, slot_sharing, switch_kinds  # noqa: E402
+from temporal_consistency import SHARING_KINDS, SWITCH_KINDS, reorder_share, slot_sharing, switch_kinds  # noqa: E402
 
 from slotmatch.metrics import slot_stability  # noqa: E402
 
@@ -57,6 +57,16 @@ def test_slot_sharing_tells_merged_and_lost_objects_from_their_own_slots():
     assert sum(s[k] for k in SHARING_KINDS) == pytest.approx(1.0)
 
 
+def test_reorder_share_counts_the_slots_tracking_would_move():
+    attn = torch.softmax(5 * torch.randn(2, 1, 4, 30, generator=torch.Generator().manual_seed(0)), dim=2)
+    still = attn.expand(-1, 3, -1, -1)
+    assert reorder_share(still) == 0.0
+    swapped = still.clone()
+    swapped[0, 1:] = swapped[0, 1:, [1, 0, 2, 3]]  # video 0: slots 0 and 1 trade masks from frame 1 on
+    assert reorder_share(swapped) == pytest.approx(0.5 * (2 / 8))  # frame 1 of video 0 moves 2 of 8 slot-frames
+    assert reorder_share(still[:, :1]) == 0.0
+
+
 def test_mask_flow_distance_and_reference_run_on_a_checkpoint_and_data_with_flow(flow_dataset, tmp_path, monkeypatch,
                                                                                 capsys):
     from conftest import tiny_config
@@ -79,6 +89,10 @@ def test_mask_flow_distance_and_reference_run_on_a_checkpoint_and_data_with_flow
     from slotmatch.evaluate import reference_segmenters
 
     ds = open_dataset(flow_dataset, "validation")
+    monkeypatch.setattr(sys, "argv", ["temporal_consistency.py", last, flow_dataset, "--videos", "1", "--reorder"])
+    capsys.readouterr()
+    temporal_consistency.main()
+    assert "slot-frames that tracking by mask overlap would re-order: " in capsys.readouterr().out
     argv = ["temporal_consistency.py", last, flow_dataset, "--videos", str(len(ds)), "--reference", "grid"]
     monkeypatch.setattr(sys, "argv", argv)
     capsys.readouterr()
