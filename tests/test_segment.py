@@ -155,6 +155,14 @@ def test_tracked_chunks_carry_the_last_masks(ckpt, video):
     assert not np.array_equal(chunked(drop_masks=True), one)  # without the masks, each chunk restarts the order
 
 
+def test_segment_track_override_is_recorded(ckpt, video, tmp_path):
+    assert main(["segment", video, "--checkpoint", ckpt, "--out", str(tmp_path / "t"), "--track", "masks",
+                 "--chunk", "3"]) == 0
+    assert json.load(open(tmp_path / "t" / "objects.json"))["track"] == "masks"
+    with pytest.raises(ValueError, match="track must be"):
+        segment(video, ckpt, str(tmp_path / "u"), track="hungarian", progress=False)
+
+
 def test_parts_come_with_the_frames_around_them():
     frames = [np.full((2, 2, 3), t, np.uint8) for t in range(7)]
     got = [([f[0, 0, 0] for f in b], [f[0, 0, 0] for f in p], [f[0, 0, 0] for f in a])

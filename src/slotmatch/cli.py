@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     g2.add_argument("--gif", action="store_true", help="also write overlay.gif")
     g2.add_argument("--which", default="model", choices=["model", "teacher"],
                     help="in a distillation checkpoint: the student (model) or the teacher")
+    g2.add_argument("--track", default=None, choices=["none", "masks"],
+                    help="override the model's slot tracking (model.track; default: as the checkpoint was trained)")
     g2.set_defaults(func=cmd_segment)
 
     pl = sub.add_parser("plot", help="training curves (loss terms, FG-ARI, mBO) of a run directory as PNGs")

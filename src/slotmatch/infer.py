@@ -11,8 +11,9 @@ predictor, initialise frame t+1. Frames are resized (bilinear, antialiased) to t
 (its `img_size`, or `size`), whatever the input's aspect ratio; the decoder masks (K, h, w) are upsampled
 back to the input's resolution and the argmax over slots is each pixel's slot id
 (`metrics.masks_to_ids`). Frames stream through `chunk` at a time: the slots of a chunk's last frame
-initialise the next chunk (`prev_slots`, and `prev_attn` for slot tracking), so the ids equal those of one pass over the whole video while
-memory stays constant (only `objects.json`'s per-frame numbers grow with the video).
+initialise the next chunk (`prev_slots`, and its masks `prev_attn` for `model.track: masks`), so the ids
+equal those of one pass over the whole video while memory stays constant (only `objects.json`'s per-frame
+numbers grow with the video).
 
 Output for one video, in DIR:
     masks/000000.png ...  one PNG per frame at the input's resolution, mode "P" (indexed) with
@@ -501,7 +502,7 @@ def _write_atomically(final: str, write) -> dict:
 
 def segment(input_path: str, checkpoint: str, out_dir: str, size: int | None = None, device: str = "cpu",
             chunk: int = 16, gif: bool = False, progress: bool = True, which: str = "model",
-            fps: float | None = None) -> dict:
+            fps: float | None = None, track: str | None = None) -> dict:
     """Segment a video file, a folder of frames or a folder of videos (see the module docstring).
 
     size: the model's square input size (default: the checkpoint's `img_size`); frames of any aspect
@@ -510,6 +511,7 @@ def segment(input_path: str, checkpoint: str, out_dir: str, size: int | None = N
     which: "model" (the trained model: a train run's teacher, a distill run's student) or "teacher"
         (the teacher inside a distillation checkpoint).
     fps: frame rate of a folder of frames (default 12); a video keeps its own.
+    track: None (the checkpoint's `model.track`), or "none" / "masks" to override it.
     Returns {"videos": segmented, "frames": total, "fps": end-to-end frames/s, "model_fps": frames/s of
     resizing, the model and the ids alone, "device", "outputs": [folders], "failed": [{"video", "error"}]}.
     Raises UserError (bad input), CheckpointError, FileNotFoundError (missing encoder weights),
@@ -525,9 +527,13 @@ def segment(input_path: str, checkpoint: str, out_dir: str, size: int | None = N
         _check_target_folder(out_dir)
     for target in targets:
         _check_target(target)
+    if track not in (None, "none", "masks"):
+        raise ValueError(f"track must be 'none' or 'masks', got {track!r}")
     model, _ = _load(checkpoint, which, device)
+    if track is not None:
+        model.cfg.track = track
     model_size = _model_size(model, size)
-    meta = {"checkpoint": checkpoint, "which": which}
+    meta = {"checkpoint": checkpoint, "which": which, "track": model.cfg.track}
 
     from tqdm import tqdm
 
@@ -575,7 +581,8 @@ def segment_main(args) -> None:
     which = getattr(args, "which", "model")
     try:
         summary = segment(args.input, args.checkpoint, args.out, size=args.size, device=args.device,
-                          chunk=args.chunk, gif=args.gif, progress=not getattr(args, "quiet", False), which=which)
+                          chunk=args.chunk, gif=args.gif, progress=not getattr(args, "quiet", False), which=which,
+                          track=getattr(args, "track", None))
     except CheckpointError as e:
         raise CheckpointError(_one_line(e)) from e
     except (UserError, ValueError, FileNotFoundError) as e:
