@@ -398,9 +398,9 @@ def evaluate(checkpoint: str, data: str, split: str = "validation", out: str | N
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     model, _ = load_model(checkpoint, which=which, device=device)
     if track is not None:
-        if track not in ("none", "masks"):
-            raise ValueError(f"track must be 'none' or 'masks', got {track!r}")
-        model.cfg.track = track
+        from slotmatch.models.tracking import check_track_mode
+
+        model.cfg.track = check_track_mode(track)
     dataset = open_dataset(data, split)  # native resolution: the ground truth is scored as stored
     if len(dataset) == 0:
         raise ValueError(f"{data}: split {split} holds no videos")

@@ -527,8 +527,10 @@ def segment(input_path: str, checkpoint: str, out_dir: str, size: int | None = N
         _check_target_folder(out_dir)
     for target in targets:
         _check_target(target)
-    if track not in (None, "none", "masks"):
-        raise ValueError(f"track must be 'none' or 'masks', got {track!r}")
+    if track is not None:
+        from slotmatch.models.tracking import check_track_mode
+
+        check_track_mode(track)
     model, _ = _load(checkpoint, which, device)
     if track is not None:
         model.cfg.track = track

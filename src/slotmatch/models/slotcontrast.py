@@ -23,7 +23,7 @@ from .encoder import build_encoder, make_target, target_dim, target_needs_segmen
 from .initializer import FixedLearnedInit
 from .predictor import TransformerPredictor
 from .slot_attention import SlotAttention
-from .tracking import match_slots, permute_slots
+from .tracking import check_track_mode, match_slots, permute_slots
 
 
 @dataclass
@@ -104,8 +104,7 @@ class SlotContrast(nn.Module):
         self.target_dim = target_dim(self.target_type, self.encoder)
         if cfg.mask_source not in ("decoder", "attention"):
             raise ValueError(f"mask_source must be 'decoder' or 'attention', got {cfg.mask_source!r}")
-        if cfg.track not in ("none", "masks"):
-            raise ValueError(f"track must be 'none' or 'masks', got {cfg.track!r}")
+        check_track_mode(cfg.track)
         self.decoder = MLPDecoder(S, self.target_dim, cfg.decoder_hidden, self.grid)
 
     def encode(self, video: torch.Tensor, with_target: bool = True, depth: Optional[torch.Tensor] = None,

@@ -12,6 +12,15 @@ re-ordered slots on. A permutation of the slots changes no mask, only which inde
 import torch
 from scipy.optimize import linear_sum_assignment
 
+TRACK_MODES = ("none", "masks")
+
+
+def check_track_mode(track: str) -> str:
+    """`track` if it is one of TRACK_MODES, else a ValueError naming them."""
+    if track not in TRACK_MODES:
+        raise ValueError(f"track must be {' or '.join(repr(m) for m in TRACK_MODES)}, got {track!r}")
+    return track
+
 
 def soft_iou(prev: torch.Tensor, cur: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Soft IoU of every slot pair: prev (B, K, N), cur (B, K, N) masks in [0, 1] -> (B, K, K) [prev k, cur j]."""
