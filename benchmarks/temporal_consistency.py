@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from slotmatch import metrics
 from slotmatch.checkpoint import load_model
 from slotmatch.data.dataset import open_dataset
-from slotmatch.evaluate import MASK_KINDS, REFERENCE_NAMES, predict_ids, reference_segmenters, resize_video
+from slotmatch.evaluate import MASK_KINDS, REFERENCE_NAMES, _pair, predict_ids, reference_segmenters, resize_video
 from slotmatch.losses import mask_flow_loss
-from slotmatch.models.tracking import match_slots
+from slotmatch.models.tracking import TRACK_MODES, match_slots, set_track
 
 
 SWITCH_KINDS = ("another object", "the background", "this object (split)", "nothing")
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--no-predictor", action="store_true", help="carry the slots unchanged to the next frame")
     ap.add_argument("--sa-iters", type=int, default=None, help="slot-attention iterations after the first frame")
     ap.add_argument("--sa-iters-first", type=int, default=None, help="slot-attention iterations on the first frame")
-    ap.add_argument("--track", default=None, choices=["none", "masks"], help="override the model's slot tracking")
+    ap.add_argument("--track", default=None, choices=list(TRACK_MODES), help="override the model's slot tracking")
     ap.add_argument("--mask-flow", action="store_true", help="also the masks' distance from following the optical flow")
     ap.add_argument("--reorder", action="store_true",
                     help="also the share of slot-frames that tracking by mask overlap (--track masks) would re-order")
@@ -136,7 +136,7 @@ def main() -> None:
         model.predictor = torch.nn.Identity()
         variant.append("no predictor")
     if a.track is not None:
-        model.cfg.track = a.track
+        set_track(model, a.track)
         variant.append(f"track {a.track}")
     if a.sa_iters is not None:
         model.cfg.sa_iters = a.sa_iters
@@ -159,9 +159,8 @@ def main() -> None:
                                      masks=a.masks, with_slots=True)
             z = F.normalize(slots, dim=-1)  # (B, T, K, D)
             preds.append(ids)
-            if a.reorder:
-                size = (model.cfg.img_size,) * 2 if isinstance(model.cfg.img_size, int) else model.cfg.img_size
-                attn = model(resize_video(video[i:i + a.batch_size], size), masks_only=True)["attn"]
+            if a.reorder:  # opt-in: a second pass for the masks, which predict_ids does not return
+                attn = model(resize_video(video[i:i + a.batch_size], _pair(model.cfg.img_size)), masks_only=True)["attn"]
                 reorder.append(reorder_share(attn))
             drift.append((z * z[:, :1]).sum(-1).mean(-1))  # (B, T)
     pred = torch.cat(preds)

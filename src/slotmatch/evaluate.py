@@ -397,10 +397,9 @@ def evaluate(checkpoint: str, data: str, split: str = "validation", out: str | N
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     model, _ = load_model(checkpoint, which=which, device=device)
-    if track is not None:
-        from slotmatch.models.tracking import check_track_mode
+    from slotmatch.models.tracking import set_track
 
-        model.cfg.track = check_track_mode(track)
+    set_track(model, track)
     dataset = open_dataset(data, split)  # native resolution: the ground truth is scored as stored
     if len(dataset) == 0:
         raise ValueError(f"{data}: split {split} holds no videos")

@@ -527,13 +527,10 @@ def segment(input_path: str, checkpoint: str, out_dir: str, size: int | None = N
         _check_target_folder(out_dir)
     for target in targets:
         _check_target(target)
-    if track is not None:
-        from slotmatch.models.tracking import check_track_mode
+    from slotmatch.models.tracking import set_track
 
-        check_track_mode(track)
     model, _ = _load(checkpoint, which, device)
-    if track is not None:
-        model.cfg.track = track
+    set_track(model, track)
     model_size = _model_size(model, size)
     meta = {"checkpoint": checkpoint, "which": which, "track": model.cfg.track}
 

@@ -22,6 +22,12 @@ def check_track_mode(track: str) -> str:
     return track
 
 
+def set_track(model, track: str | None) -> None:
+    """Override a loaded model's `track` (checked); None leaves it as the checkpoint's config says."""
+    if track is not None:
+        model.cfg.track = check_track_mode(track)
+
+
 def soft_iou(prev: torch.Tensor, cur: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Soft IoU of every slot pair: prev (B, K, N), cur (B, K, N) masks in [0, 1] -> (B, K, K) [prev k, cur j]."""
     if prev.shape != cur.shape or prev.dim() != 3:
