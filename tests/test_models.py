@@ -121,9 +121,10 @@ def test_target_types():
 # slot attention, predictor, decoder
 
 
-def test_slot_attention_permutation_equivariant():
+@pytest.mark.parametrize("logits", ["dot", "distance"])
+def test_slot_attention_permutation_equivariant(logits):
     B, K, D, N = 2, 5, 16, 30
-    sa = SlotAttention(D, D, iters=3)
+    sa = SlotAttention(D, D, iters=3, logits=logits)
     slots, inputs = torch.randn(B, K, D), torch.randn(B, N, D)
     perm = torch.randperm(K)
     s1, a1 = sa(slots, inputs)
@@ -132,6 +133,25 @@ def test_slot_attention_permutation_equivariant():
     torch.testing.assert_close(a2, a1[:, perm], rtol=1e-5, atol=1e-6)
     pred = TransformerPredictor(D, blocks=2, heads=4)
     torch.testing.assert_close(pred(slots[:, perm]), pred(slots)[:, perm], rtol=1e-5, atol=1e-5)
+
+
+def test_slot_attention_distance_logits_pick_the_nearest_query():
+    # queries (3, 0) and (1, 0), one input with key (1, 0): the dot product gives it to the longer query,
+    # the distance to the equal one
+    sa = SlotAttention(2, 2, iters=1)
+    sa.norm_slots = torch.nn.Identity()
+    with torch.no_grad():
+        sa.to_q.weight.copy_(torch.eye(2))
+    slots = torch.tensor([[[3.0, 0.0], [1.0, 0.0]]])
+    k = v = torch.tensor([[[1.0, 0.0]]])
+    _, attn_dot = sa.step(slots, k, v)
+    sa.logits = "distance"
+    _, attn_dist = sa.step(slots, k, v)
+    assert attn_dot[0, :, 0].argmax() == 0 and attn_dist[0, :, 0].argmax() == 1
+    # -|q - k|^2 / 2 scaled: logits 2 * 2^-0.5 apart
+    torch.testing.assert_close(attn_dist[0, :, 0], torch.tensor([2.0, 0.0]).mul(-(2 ** -0.5)).softmax(0))
+    with pytest.raises(ValueError, match="logits"):
+        SlotAttention(2, 2, logits="cosine")
 
 
 def test_slot_attention_implicit_same_forward():

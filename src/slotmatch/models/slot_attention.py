@@ -11,6 +11,10 @@ Checked against martius-lab/slotcontrast `modules/groupers.py::SlotAttention`:
 
 `implicit=True` (Chang et al. 2022, "Object representations as fixed points") detaches the slots
 before the last iteration: an option for faster, steadier training, off by default.
+`logits="distance"` scores slot k for input n by -||q_k - k_n||^2 / 2 instead of q_k . k_n (the E-step
+of k-means, or of a Gaussian mixture with one shared variance, as the Slot Mixture Module of Kirilenko
+et al. 2024 without its weights and variances): an input goes to the slot whose query is nearest, not
+to the one with the largest projection. Off by default (the papers use the dot product).
 Every operation acts per slot or symmetrically over slots, so the module is permutation-equivariant
 in the slots.
 """
@@ -19,6 +23,8 @@ from typing import Optional, Tuple
 
 import torch
 from torch import nn
+
+LOGITS = ("dot", "distance")
 
 
 class SlotAttention(nn.Module):
@@ -29,9 +35,12 @@ class SlotAttention(nn.Module):
     """
 
     def __init__(self, dim_in: int, slot_dim: int, iters: int = 2, mlp_hidden: Optional[int] = None,
-                 eps: float = 1e-8, implicit: bool = False):
+                 eps: float = 1e-8, implicit: bool = False, logits: str = "dot"):
         super().__init__()
         assert iters >= 1
+        if logits not in LOGITS:
+            raise ValueError(f"slot attention logits must be one of {LOGITS}, got {logits!r}")
+        self.logits = logits
         self.iters = iters
         self.eps = eps
         self.implicit = implicit
@@ -54,7 +63,10 @@ class SlotAttention(nn.Module):
         B, K, D = slots.shape
         slots = self.norm_slots(slots)
         q = self.to_q(slots)
-        logits = torch.einsum("bkd,bnd->bkn", q, k) * self.scale
+        logits = torch.einsum("bkd,bnd->bkn", q, k)
+        if self.logits == "distance":  # -|q - k|^2 / 2 up to -|k|^2 / 2, the same for every slot
+            logits = logits - 0.5 * q.pow(2).sum(-1, keepdim=True)
+        logits = logits * self.scale
         attn = logits.softmax(dim=1)  # (B, K, N) softmax over slots: the competition
         weights = attn + self.eps
         weights = weights / weights.sum(dim=-1, keepdim=True)  # weighted mean over inputs

@@ -43,6 +43,7 @@ class SlotContrastConfig:
     sa_iters: int = 2  # ... on every later frame
     sa_mlp_hidden: Optional[int] = None  # None: 4 * slot_dim
     sa_implicit: bool = False  # detach slots before the last iteration (Chang et al. 2022)
+    sa_logits: str = "dot"  # "distance": inputs go to the nearest slot query (slot_attention.py); papers: dot
     predictor_blocks: int = 1
     predictor_heads: int = 4
     predictor_ff: Optional[int] = None  # None: 4 * slot_dim
@@ -97,7 +98,7 @@ class SlotContrast(nn.Module):
             nn.init.zeros_(layer.bias)
         self.initializer = FixedLearnedInit(cfg.num_slots, S)
         self.slot_attention = SlotAttention(S, S, iters=cfg.sa_iters, mlp_hidden=cfg.sa_mlp_hidden,
-                                            implicit=cfg.sa_implicit)
+                                            implicit=cfg.sa_implicit, logits=cfg.sa_logits)
         self.predictor = TransformerPredictor(S, cfg.predictor_blocks, cfg.predictor_heads,
                                               cfg.predictor_ff, cfg.predictor_qk_scale)
         self.grid = self.encoder.grid_size(cfg.img_size)
