@@ -15,6 +15,8 @@ runs a checkpoint over whole validation videos and prints, beside the image scor
 - with --reorder: the share of slot-frames that tracking by mask overlap (`model.track: masks`) would re-order;
 - per frame, what holds each object (`slot_sharing`): its own slot, a slot that is also another object's best slot
   (two objects merged in that frame), or a slot that holds more background than objects (the object is lost);
+  and of the lost ones (`lost_near`), the share whose slot holds little background beyond NEAR pixels of the object
+  (--near, 4): a slot of the object's own whose mask spills over its edge, not a slot of the floor;
 - with --mask-flow (data generated --with-flow): how far slot attention's masks are from following the optical flow
   from frame to frame (`losses.mask_flow_loss`, what `train.mask_flow` trains down), the mean over videos.
 
@@ -98,6 +100,32 @@ def slot_sharing(pred: torch.Tensor, true: torch.Tensor) -> dict:
     return {"frames": int(present.sum()), **{k: int(v.sum()) / n for k, v in counts.items()}}
 
 
+def lost_near(pred: torch.Tensor, true: torch.Tensor, near: int = 4) -> dict:
+    """Of the object-frames that `slot_sharing` counts as lost to a mostly-background slot, the share whose slot
+    holds fewer background pixels beyond `near` pixels of the object (a square neighbourhood) than object pixels:
+    its background is a rim around the object (a mask that spills over the object's edge, as a coarse token grid
+    gives small objects), not the floor elsewhere. pred, true (B, T, H, W) ids -> {"lost": object-frames lost,
+    "near": their share with a rim, not a floor slot}."""
+    true_vals = torch.unique(torch.cat([true.new_zeros(1), true.flatten()]))  # 0 first: the background
+    true_c = torch.searchsorted(true_vals, true)
+    pred_c = torch.unique(pred, return_inverse=True)[1]
+    table, best, present, foreground = metrics.best_segments(pred_c, true_c)
+    on_fg = table[:, :, foreground].sum(2)
+    on_bg = table[:, :, ~foreground].sum(2)
+    lost = present & (on_bg.gather(-1, best) > on_fg.gather(-1, best))  # as in slot_sharing
+    C, K = table.shape[2], table.shape[3]
+    rim = torch.zeros_like(lost)
+    for b, t in lost.any(-1).nonzero().tolist():
+        objects = F.one_hot(true_c[b, t], C).permute(2, 0, 1).float()  # (C, H, W)
+        around = F.max_pool2d(objects[None], 2 * near + 1, stride=1, padding=near)[0] > 0
+        slot_of = F.one_hot(pred_c[b, t], K).float()  # (H, W, K)
+        far_bg = torch.einsum("chw,hwk->ck", ((true_c[b, t] == 0) & ~around).float(), slot_of)  # (C, K)
+        own = table[b, t].gather(-1, best[b, t, :, None])[:, 0]  # the object's pixels on its best slot
+        rim[b, t] = lost[b, t] & (far_bg.gather(-1, best[b, t, :, None])[:, 0] < own)
+    n = int(lost.sum())
+    return {"lost": n, "near": int(rim.sum()) / max(n, 1)}
+
+
 @torch.no_grad()
 def mask_flow_distance(model, data: str, videos: int) -> float:
     """The mean over the first `videos` validation videos of `losses.mask_flow_loss` on the model's slot-attention
@@ -125,6 +153,7 @@ def main() -> None:
     ap.add_argument("--mask-flow", action="store_true", help="also the masks' distance from following the optical flow")
     ap.add_argument("--reorder", action="store_true",
                     help="also the share of slot-frames that tracking by mask overlap (--track masks) would re-order")
+    ap.add_argument("--near", type=int, default=4, help="pixels around an object that count as its rim (lost_near)")
     ap.add_argument("--reference", default=None, choices=list(REFERENCE_NAMES),
                     help="score this reference segmenter instead, with as many segments as the checkpoint has slots")
     a = ap.parse_args()
@@ -190,6 +219,9 @@ def main() -> None:
     sharing = slot_sharing(pred, true)
     print(f"per frame, the object's best slot is " + ", ".join(f"{k}: {sharing[k]:.3f}" for k in SHARING_KINDS)
           + f" (of {sharing['frames']} object-frames)")
+    rim = lost_near(pred, true, a.near)
+    print(f"of the {rim['lost']} lost object-frames, a slot whose background lies within {a.near} px of the object "
+          f"(a rim, not the floor): {rim['near']:.3f}")
     kinds = switch_kinds(pred, true)
     print(f"object-frames on another slot than the object's usual one: {kinds['switched']:.3f} of {kinds['frames']}; "
           "the usual slot then covers mostly " + ", ".join(f"{k}: {kinds[k]:.3f}" for k in SWITCH_KINDS))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from temporal_consistency import SHARING_KINDS, SWITCH_KINDS, reorder_share, slot_sharing, switch_kinds  # noqa: E402
+from temporal_consistency import (  # noqa: E402
+    SHARING_KINDS, SWITCH_KINDS, lost_near, reorder_share, slot_sharing, switch_kinds)
 
 from slotmatch.metrics import slot_stability  # noqa: E402
 
@@ -55,6 +56,18 @@ def test_slot_sharing_tells_merged_and_lost_objects_from_their_own_slots():
     assert s["a slot shared with another object"] == pytest.approx(2 / 6)
     assert s["a mostly-background slot"] == pytest.approx(1 / 6)
     assert sum(s[k] for k in SHARING_KINDS) == pytest.approx(1.0)
+
+
+def test_lost_near_tells_a_rim_from_a_floor_slot():
+    true = torch.zeros(1, 3, 8, 8, dtype=torch.long)
+    true[0, :, 3:5, 3:5] = 7  # one 2x2 object (any id value)
+    pred = torch.full_like(true, 9)  # the floor's slot
+    pred[0, 0, 2:6, 2:6] = 4  # frame 0: the object's slot spills one pixel around it: 12 background pixels, 4 object
+    pred[0, 2, 3:5, 3:5] = 4  # frame 2: its own slot exactly; frame 1: on the floor's slot
+    assert slot_sharing(pred, true)["a mostly-background slot"] == pytest.approx(2 / 3)
+    assert lost_near(pred, true, near=1) == {"lost": 2, "near": 0.5}  # frame 0 is a rim, frame 1 the floor
+    assert lost_near(pred, true, near=0)["near"] == 0.0  # no neighbourhood: the ring is background beyond it
+    assert lost_near(pred + 1, true, near=1) == {"lost": 2, "near": 0.5}  # slot ids do not matter
 
 
 def test_reorder_share_counts_the_slots_tracking_would_move():
