@@ -12,7 +12,10 @@ no further scaling), the ids drawn back at the ground truth's size (nearest), an
 FG-ARI and mBO and, per frame, the share of object-frames whose best segment is mostly background
 (`temporal_consistency.slot_sharing`). The model's own row uses slot attention's masks (`--masks`).
 
-Usage: python benchmarks/stage_kmeans.py CHECKPOINT DATA [--videos 25] [--masks attention|decoder]
+--plus-pixels adds a row that is no stage of the model: k-means on the encoder tokens beside the token's own pixels
+(its p x p x 3 colours, each channel standardised per frame as the encoder's tokens are), a candidate input.
+
+Usage: python benchmarks/stage_kmeans.py CHECKPOINT DATA [--videos 25] [--masks attention|decoder] [--plus-pixels]
 """
 
 import argparse
@@ -49,6 +52,17 @@ def stage_tokens(model, video: torch.Tensor) -> dict:
     return dict(zip(STAGES, (colour, features, inputs, sa.to_k(sa.norm_inputs(inputs)))))
 
 
+PLUS_PIXELS = "encoder tokens beside the token's own pixels"
+
+
+def token_pixels(video: torch.Tensor, p: int) -> torch.Tensor:
+    """video (B, T, 3, H, W) -> each p x p token's pixels (B, T, N, 3 p^2), each channel standardised per frame."""
+    B, T = video.shape[:2]
+    x = F.unfold(video.flatten(0, 1), p, stride=p).transpose(1, 2)  # (B*T, N, 3 p^2)
+    x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-5)
+    return x.unflatten(0, (B, T))
+
+
 def video_kmeans_ids(tokens: torch.Tensor, k: int, grid: tuple, size: tuple) -> torch.Tensor:
     """tokens (B, T, N, C) -> ids (B, T, *size): k-means over all frames of each video, drawn back (nearest)."""
     B, T, N, _ = tokens.shape
@@ -63,17 +77,23 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--masks", default="attention", choices=list(MASK_KINDS))
     ap.add_argument("--batch-size", type=int, default=5)
+    ap.add_argument("--plus-pixels", action="store_true", help="also k-means on the encoder tokens beside each "
+                    "token's own pixels")
     a = ap.parse_args()
     model = load_model(a.checkpoint)[0].eval()
     ds = open_dataset(a.data, "validation")
     items = [ds[i] for i in range(min(a.videos, len(ds)))]
     true = torch.stack([x["segmentations"] for x in items])
     size, k, grid = tuple(true.shape[-2:]), model.cfg.num_slots, tuple(model.grid)
-    preds = {name: [] for name in (*STAGES, "the model")}
+    preds = {name: [] for name in (*STAGES, *([PLUS_PIXELS] if a.plus_pixels else []), "the model")}
     with torch.no_grad():
         for i in range(0, len(items), a.batch_size):
             video = torch.stack([x["video"] for x in items[i:i + a.batch_size]])
-            for name, tokens in stage_tokens(model, video).items():
+            stages = stage_tokens(model, video)
+            if a.plus_pixels:
+                pixels = token_pixels(resize_video(video, _pair(model.cfg.img_size)), model.encoder.patch_size)
+                stages[PLUS_PIXELS] = torch.cat([stages["encoder tokens"], pixels], -1)
+            for name, tokens in stages.items():
                 preds[name].append(video_kmeans_ids(tokens, k, grid, size))
             preds["the model"].append(predict_ids(model, video, size, masks=a.masks))
     print(f"{a.checkpoint}: k-means with {k} segments per video on each stage, {len(items)} validation videos of "
