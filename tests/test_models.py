@@ -152,6 +152,9 @@ def test_slot_attention_distance_logits_pick_the_nearest_query():
     torch.testing.assert_close(attn_dist[0, :, 0], torch.tensor([2.0, 0.0]).mul(-(2 ** -0.5)).softmax(0))
     with pytest.raises(ValueError, match="logits"):
         SlotAttention(2, 2, logits="cosine")
+    assert build_model(tiny_cnn_cfg(sa_logits="distance")).slot_attention.logits == "distance"  # the config's key
+    with pytest.raises(ValueError, match="logits"):
+        build_model(tiny_cnn_cfg(sa_logits="cosine"))
 
 
 def test_slot_attention_implicit_same_forward():
