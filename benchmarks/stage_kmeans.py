@@ -36,12 +36,13 @@ from slotmatch.references import kmeans  # noqa: E402
 from slotmatch.train import video_scores  # noqa: E402
 
 STAGES = ("frame's colour averaged over each token's pixels", "encoder tokens", "input MLP", "slot attention keys")
+PLUS_PIXELS = "encoder tokens beside the token's own pixels"
 
 
 @torch.no_grad()
-def stage_tokens(model, video: torch.Tensor) -> dict:
+def stage_tokens(model, video: torch.Tensor, plus_pixels: bool = False) -> dict:
     """video (B, T, 3, H, W) at any size -> {stage: (B, T, N, C) tokens} for every stage of STAGES, at the model's
-    input size."""
+    input size; plus_pixels: also PLUS_PIXELS, the encoder tokens beside `token_pixels`."""
     video = resize_video(video, _pair(model.cfg.img_size))
     features = model.encode(video, with_target=False)["features"]
     inputs = model.encoder_mlp(features)
@@ -49,10 +50,10 @@ def stage_tokens(model, video: torch.Tensor) -> dict:
     B, T, _, H, W = video.shape
     p = model.encoder.patch_size
     colour = F.avg_pool2d(video.flatten(0, 1), p).flatten(2).transpose(1, 2).unflatten(0, (B, T))  # (B, T, N, 3)
-    return dict(zip(STAGES, (colour, features, inputs, sa.to_k(sa.norm_inputs(inputs)))))
-
-
-PLUS_PIXELS = "encoder tokens beside the token's own pixels"
+    stages = dict(zip(STAGES, (colour, features, inputs, sa.to_k(sa.norm_inputs(inputs)))))
+    if plus_pixels:
+        stages[PLUS_PIXELS] = torch.cat([features, token_pixels(video, p)], -1)
+    return stages
 
 
 def token_pixels(video: torch.Tensor, p: int) -> torch.Tensor:
@@ -89,11 +90,7 @@ def main() -> None:
     with torch.no_grad():
         for i in range(0, len(items), a.batch_size):
             video = torch.stack([x["video"] for x in items[i:i + a.batch_size]])
-            stages = stage_tokens(model, video)
-            if a.plus_pixels:
-                pixels = token_pixels(resize_video(video, _pair(model.cfg.img_size)), model.encoder.patch_size)
-                stages[PLUS_PIXELS] = torch.cat([stages["encoder tokens"], pixels], -1)
-            for name, tokens in stages.items():
+            for name, tokens in stage_tokens(model, video, a.plus_pixels).items():
                 preds[name].append(video_kmeans_ids(tokens, k, grid, size))
             preds["the model"].append(predict_ids(model, video, size, masks=a.masks))
     print(f"{a.checkpoint}: k-means with {k} segments per video on each stage, {len(items)} validation videos of "

@@ -83,16 +83,23 @@ def reorder_share(attn: torch.Tensor) -> float:
 SHARING_KINDS = ("its own slot", "a slot shared with another object", "a mostly-background slot")
 
 
+def lost_to_background(table: torch.Tensor, best: torch.Tensor, present: torch.Tensor,
+                       foreground: torch.Tensor) -> torch.Tensor:
+    """`metrics.best_segments`' outputs -> (B, T, C) bool: the object is present and its best slot holds more
+    background than object pixels in that frame."""
+    on_fg = table[:, :, foreground].sum(2)  # (B, T, K) object pixels on each slot
+    on_bg = table[:, :, ~foreground].sum(2)
+    return present & (on_bg.gather(-1, best) > on_fg.gather(-1, best))
+
+
 def slot_sharing(pred: torch.Tensor, true: torch.Tensor) -> dict:
     """Per frame, what holds each object: pred, true (B, T, H, W) ids -> {"frames": object-frames counted, and for each
     kind of SHARING_KINDS the share of object-frames whose best-IoU slot (`metrics.best_segments`) is that}: a slot
     with more background pixels than object pixels in that frame (the object is lost to the background), else a slot
     that is also the best slot of another object in that frame (two objects merged), else its own slot."""
     table, best, present, foreground = metrics.best_segments(pred, true)  # (B, T, C, K), (B, T, C) x 2, (C,)
-    on_fg = table[:, :, foreground].sum(2)  # (B, T, K) object pixels on each slot
-    on_bg = table[:, :, ~foreground].sum(2)
-    lost = present & (on_bg.gather(-1, best) > on_fg.gather(-1, best))
-    objects = torch.zeros_like(on_fg).scatter_add_(-1, best, (present & foreground).long())  # objects per best slot
+    lost = lost_to_background(table, best, present, foreground)
+    objects = torch.zeros_like(table[:, :, 0]).scatter_add_(-1, best, (present & foreground).long())  # per best slot
     shared = present & ~lost & (objects.gather(-1, best) > 1)
     n = max(int(present.sum()), 1)
     counts = {"its own slot": present & ~lost & ~shared, "a slot shared with another object": shared,
@@ -110,9 +117,7 @@ def lost_near(pred: torch.Tensor, true: torch.Tensor, near: int = 4) -> dict:
     true_c = torch.searchsorted(true_vals, true)
     pred_c = torch.unique(pred, return_inverse=True)[1]
     table, best, present, foreground = metrics.best_segments(pred_c, true_c)
-    on_fg = table[:, :, foreground].sum(2)
-    on_bg = table[:, :, ~foreground].sum(2)
-    lost = present & (on_bg.gather(-1, best) > on_fg.gather(-1, best))  # as in slot_sharing
+    lost = lost_to_background(table, best, present, foreground)  # as slot_sharing counts them
     C, K = table.shape[2], table.shape[3]
     rim = torch.zeros_like(lost)
     for b, t in lost.any(-1).nonzero().tolist():
