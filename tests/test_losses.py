@@ -232,3 +232,46 @@ def test_the_mask_flow_weight_adds_the_loss_and_reads_the_cached_flow(flow_datas
     no_flow = SlotContrastModule(frozen(tiny_dataset, mask_flow=0.5))
     with pytest.raises(Exception, match="flow"):  # data rendered without flow: a clear error, before training
         make_loaders(no_flow.cfg, no_flow.model, progress=False)
+
+
+def test_anchor_contrast_rewards_slots_that_keep_their_burn_in_objects():
+    from slotmatch.losses import slot_anchor_contrast_loss
+
+    B, K, D = 2, 5, 16
+    base = torch.randn(B, 1, K, D)
+    anchors = base.expand(B, 3, K, D) + 0.05 * torch.randn(B, 3, K, D)  # the burn-in: slot k holds object k
+    kept = base.expand(B, 4, K, D) + 0.05 * torch.randn(B, 4, K, D)
+    handed_on = kept[:, :, torch.roll(torch.arange(K), 1)]  # every slot now holds another slot's object
+    good, bad = slot_anchor_contrast_loss(kept, anchors), slot_anchor_contrast_loss(handed_on, anchors)
+    assert good < 0.1 < bad
+    # each (clip frame, anchor frame) pair is the pairwise InfoNCE of slot_contrast_loss over those two frames
+    pairs = [slot_contrast_loss(torch.stack([anchors[:, a], kept[:, t]], dim=1)) for t in range(4) for a in range(3)]
+    torch.testing.assert_close(good, torch.stack(pairs).mean())
+    # no burn-in: zero, with a gradient; the gradient reaches the clip's slots only
+    empty = slot_anchor_contrast_loss(kept.requires_grad_(), anchors[:, :0])
+    assert empty.item() == 0.0
+    anchors = anchors.clone().requires_grad_()
+    slot_anchor_contrast_loss(kept, anchors).backward()
+    assert kept.grad is not None and kept.grad.abs().sum() > 0 and anchors.grad is None
+    with pytest.raises(ValueError, match="do not match"):
+        slot_anchor_contrast_loss(kept, torch.randn(B, 2, K + 1, D))
+
+
+def test_the_anchor_contrast_weight_adds_the_loss_against_the_burn_in_slots(tiny_dataset):
+    from conftest import tiny_config
+    from slotmatch.train import SlotContrastModule
+
+    batch = {"video": torch.rand(2, 5, 3, 32, 32)}  # 3 burn-in frames before the 2-frame clip
+    terms = {}
+    for w in (0.0, 0.5):
+        torch.manual_seed(0)
+        m = SlotContrastModule(tiny_config(tiny_dataset, burn_in=3, contrast_anchor=w))
+        m.draw_burn_in = lambda b: ({"video": b["video"][:, :3]}, {"video": b["video"][:, 3:]})
+        terms[w] = m.compute_losses(batch)
+    assert "anchor_contrast" not in terms[0.0]
+    anchor = terms[0.5]["anchor_contrast"]
+    assert anchor.item() > 0
+    assert terms[0.5]["loss"].item() == pytest.approx((terms[0.0]["loss"] + 0.5 * anchor).item(), rel=1e-5)
+    terms[0.5]["loss"].backward()
+    with pytest.raises(ValueError, match="burn_in"):
+        SlotContrastModule(tiny_config(tiny_dataset, contrast_anchor=0.5))

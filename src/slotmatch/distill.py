@@ -27,7 +27,8 @@ from slotmatch.checkpoint import CheckpointError, load_model, read_checkpoint
 from slotmatch.config import merge
 from slotmatch.evaluate import predict_ids
 from slotmatch.models import build_model
-from slotmatch.train import FORMAT, SlotContrastModule, fit, mean_scores, oracle_input, rollout_slots, video_scores
+from slotmatch.train import (FORMAT, SlotContrastModule, fit, mean_scores, oracle_input, rollout, rollout_slots,
+                             video_scores)
 
 DISTILL_DEFAULTS = dict(alpha=0.5, beta=1.0, beta_decay_steps=0, feature_kd=0.0, mask_kd=0.0,
                         copy_slot_init=None, copy_slot_modules=False, teacher_checkpoint=None)
@@ -104,9 +105,10 @@ class SlotMatchModule(SlotContrastModule):
 
     def compute_losses(self, batch: dict) -> dict:
         burn, batch = self.draw_burn_in(batch)  # both models carry their own slots through the same burn-in
+        burn_slots = rollout(self.model, burn)
         out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"),
                          flow=batch.get("flow"), decoded_tokens=self.ts["decoded_tokens"],
-                         prev_slots=rollout_slots(self.model, burn))
+                         prev_slots=None if burn_slots is None else burn_slots[:, -1])
         needs_teacher = self.ds["beta"] > 0 or self.ds["feature_kd"] > 0 or self.ds["mask_kd"] > 0
         with torch.no_grad():
             t_out = self.teacher(batch.get("video"), features=batch.get("teacher_features"),
@@ -133,7 +135,8 @@ class SlotMatchModule(SlotContrastModule):
                 t_masks = t_masks[..., out["token_index"]]
             terms["mask_kd"] = losses.mask_distillation_loss(out["masks"], t_masks)
             loss = loss + self.ds["mask_kd"] * terms["mask_kd"]
-        return self.add_mask_flow(self.add_mask_entropy({"loss": loss, **terms, "out": out}), batch)
+        terms = self.add_anchor_contrast({"loss": loss, **terms, "out": out}, burn_slots)
+        return self.add_mask_flow(self.add_mask_entropy(terms), batch)
 
     def data_targets(self) -> list:
         """The student's target, and the teacher's when feature KD makes the teacher reconstruct too."""

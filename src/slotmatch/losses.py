@@ -6,6 +6,8 @@ the SlotMatch student adds slot_distillation_loss(student_slots, teacher_slots).
 feature_distillation_loss and mask_distillation_loss are the extra distillation terms the SlotMatch
 paper shows to be redundant (ablation only). mask_entropy is ours: a diagnostic that is logged always and,
 weighted by `train.mask_entropy`, a penalty on masks that blend slots instead of assigning patches.
+slot_anchor_contrast_loss is ours too: the same InfoNCE against the slots of the burn-in frames before a clip
+(`train.contrast_anchor`).
 mask_flow_loss is ours too: slot k's mask at frame t, carried by the simulator's optical flow, should be slot k's
 mask at t + 1 (`train.mask_flow`; a training signal only, the model never reads flow).
 """
@@ -49,6 +51,29 @@ def slot_contrast_loss(slots: torch.Tensor, temperature: float = 0.1,
     logits = torch.cat(logits)
     labels = torch.arange(S, device=slots.device).repeat(logits.shape[0] // S)
     return F.cross_entropy(logits, labels)
+
+
+def slot_anchor_contrast_loss(slots: torch.Tensor, anchors: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Ours (not in either paper): the slot-slot InfoNCE against slots from further back in the video.
+
+    slots: (B, T, K, D) the clip's slots; anchors: (B, A, K, D) the same videos' slots from the frames before
+    the clip (the burn-in, no gradient to them). For every clip frame t and anchor frame a, slot k of video b
+    at t is the anchor of a cross-entropy whose positive is slot k of video b at a and whose negatives are the
+    other B*K - 1 slots at a, as in `slot_contrast_loss` with batch contrast; averaged over every (t, a) pair.
+    It ties each slot to what it held up to burn-in + clip frames earlier, beyond `max_gap`.
+    Returns 0 when there are no anchor frames.
+    """
+    B, T, K, D = slots.shape
+    if anchors is None or anchors.shape[1] == 0:
+        return slots.sum() * 0.0
+    if anchors.shape[0] != B or anchors.shape[2:] != (K, D):
+        raise ValueError(f"anchor slots {tuple(anchors.shape)} do not match the clip's slots {tuple(slots.shape)}")
+    z = F.normalize(slots, dim=-1).transpose(0, 1).reshape(T, B * K, D)
+    a = F.normalize(anchors.detach(), dim=-1).transpose(0, 1).reshape(anchors.shape[1], B * K, D)
+    logits = torch.einsum("tsd,aud->tasu", z, a) / temperature  # (T, A, S anchors, S candidates)
+    S = B * K
+    labels = torch.arange(S, device=slots.device).repeat(T * a.shape[0])
+    return F.cross_entropy(logits.reshape(-1, S), labels)
 
 
 def slot_distillation_loss(student_slots: torch.Tensor, teacher_slots: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,9 @@ TRAIN_DEFAULTS = dict(
                           # onto one slot (docs/RESULTS.md, session 8), once the slots have found objects it holds them
     mask_entropy_ramp=0,  # ours: over this many steps from mask_entropy_from, the weight grows linearly from 0 to
                           # train.mask_entropy (0: switched on at full weight)
+    contrast_anchor=0.0,  # ours (paper: none): weight of losses.slot_anchor_contrast_loss, the clip's slots against
+                          # the same slots in the burn-in frames before it (no gradient to those), so each slot keeps
+                          # its object over burn-in + clip frames, not only over contrast_max_gap; needs burn_in > 0
     mask_flow=0.0,  # ours (paper: 0): weight of losses.mask_flow_loss, slot attention's masks at frame t carried by
                     # the generator's optical flow against those at t + 1 (training only; data made --with-flow)
     mask_flow_from=0,  # ours: the step from which mask_flow applies (like mask_entropy_from: once slots hold objects)
@@ -94,10 +97,17 @@ def split_burn_in(batch: dict, burn: int, clip_length: int) -> tuple[dict, dict]
     return head, tail
 
 
-@torch.no_grad()
 def rollout_slots(model, burn: dict, features_key: str = "features") -> torch.Tensor | None:
     """The slots a model carries out of the burn-in frames (no gradient), to start the clip after them
     from (`SlotContrast.forward(prev_slots=...)`); None for an empty burn-in (the clip starts fresh)."""
+    slots = rollout(model, burn, features_key)
+    return None if slots is None else slots[:, -1]
+
+
+@torch.no_grad()
+def rollout(model, burn: dict, features_key: str = "features") -> torch.Tensor | None:
+    """The slots (B, T_burn, K, D) of every burn-in frame, computed in eval mode with no gradient; None for an
+    empty burn-in."""
     frames = next((burn[k].shape[1] for k in ("video", features_key) if burn.get(k) is not None), 0)
     if frames == 0:
         return None
@@ -108,7 +118,7 @@ def rollout_slots(model, burn: dict, features_key: str = "features") -> torch.Te
                     flow=burn.get("flow"), segmentations=oracle_input(model, burn), masks_only=True)
     finally:
         model.train(was_training)
-    return out["slots"][:, -1].detach()
+    return out["slots"].detach()
 
 
 def lr_factor(step: int, warmup: int, decay_rate: float, decay_steps: int) -> float:
@@ -125,6 +135,9 @@ class SlotContrastModule(L.LightningModule):
         super().__init__()
         self.cfg, self.run_dir = cfg, run_dir
         self.ts = train_settings(cfg)
+        if self.ts["contrast_anchor"] and not self.ts["burn_in"]:
+            raise ValueError("train.contrast_anchor ties a clip's slots to the burn-in frames before it: "
+                             "it needs train.burn_in > 0")
         self.model = build_model(cfg["model"])
         self.save_hyperparameters({"format": FORMAT, "cfg": cfg, "model_cfg": cfg["model"], "teacher_cfg": None})
         self._val: list[dict] = []
@@ -144,14 +157,25 @@ class SlotContrastModule(L.LightningModule):
 
     def compute_losses(self, batch: dict) -> dict:
         burn, batch = self.draw_burn_in(batch)
+        burn_slots = rollout(self.model, burn)
         out = self.model(batch.get("video"), features=batch.get("features"), depth=batch.get("depth"),
                          flow=batch.get("flow"), segmentations=oracle_input(self.model, batch),
-                         decoded_tokens=self.ts["decoded_tokens"], prev_slots=rollout_slots(self.model, burn))
+                         decoded_tokens=self.ts["decoded_tokens"],
+                         prev_slots=None if burn_slots is None else burn_slots[:, -1])
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"],
                                         max_gap=self.ts["contrast_max_gap"])
-        return self.add_mask_flow(self.add_mask_entropy({"loss": rec + self.ts["contrast_weight"] * con, "rec": rec,
-                                                         "contrast": con, "out": out}), batch)
+        terms = {"loss": rec + self.ts["contrast_weight"] * con, "rec": rec, "contrast": con, "out": out}
+        return self.add_mask_flow(self.add_mask_entropy(self.add_anchor_contrast(terms, burn_slots)), batch)
+
+    def add_anchor_contrast(self, terms: dict, burn_slots: torch.Tensor | None) -> dict:
+        """terms with "anchor_contrast" (losses.slot_anchor_contrast_loss of the clip's slots against the burn-in's)
+        added to "loss" with weight `train.contrast_anchor`, when that is above 0 (0 on a step without burn-in)."""
+        w = self.ts["contrast_anchor"]
+        if not w:
+            return terms
+        anchor = losses.slot_anchor_contrast_loss(terms["out"]["slots"], burn_slots, self.ts["temperature"])
+        return {**terms, "loss": terms["loss"] + w * anchor, "anchor_contrast": anchor}
 
     def add_mask_flow(self, terms: dict, batch: dict) -> dict:
         """terms with "mask_flow" (losses.mask_flow_loss on slot attention's masks) added to "loss" with weight
