@@ -22,3 +22,24 @@ def test_overrides_parse_values():
 def test_unknown_config_lists_the_bundled_ones():
     with pytest.raises(FileNotFoundError, match="movi-c-like"):
         load_config("no-such-config")
+
+
+@pytest.mark.parametrize("name, teacher_grid", [("movi-c-like-frozen", (32, 32)), ("movi-e-like-frozen", (32, 32)),
+                                                ("movi-c-like-pixel", (64, 64))])
+def test_presets_with_shipped_encoders_build_both_models_from_the_shipped_files(name, teacher_grid):
+    import os
+
+    import torch
+
+    from slotmatch.distill import student_config
+    from slotmatch.models import build_model
+
+    cfg = load_config(name)
+    for model_cfg, grid in ((cfg["model"], teacher_grid), (student_config(cfg), (32, 32))):
+        weights = model_cfg["encoder"]["weights"]
+        assert weights.startswith("checkpoints/encoders/") and os.path.getsize(weights) < 10 * 2 ** 20
+        model = build_model(model_cfg)
+        assert model.encoder.frozen and tuple(model.grid) == grid
+        with torch.no_grad():
+            features = model.encode(torch.rand(1, 2, 3, 64, 64), with_target=False)["features"]
+        assert features.shape[:3] == (1, 2, grid[0] * grid[1]) and torch.isfinite(features).all()
