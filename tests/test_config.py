@@ -25,7 +25,7 @@ def test_unknown_config_lists_the_bundled_ones():
 
 
 @pytest.mark.parametrize("name, teacher_grid", [("movi-c-like-frozen", (32, 32)), ("movi-e-like-frozen", (32, 32)),
-                                                ("movi-c-like-pixel", (64, 64))])
+                                                ("movi-c-like-pixel", (64, 64)), ("movi-e-like-pixel", (64, 64))])
 def test_presets_with_shipped_encoders_build_both_models_from_the_shipped_files(name, teacher_grid):
     import os
 

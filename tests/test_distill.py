@@ -393,3 +393,37 @@ def test_the_mask_flow_weight_reaches_the_students_loss(tiny_dataset, teacher_ck
     off = m.compute_losses(batch)
     assert "mask_flow" not in off and 0 <= terms["mask_flow"].item() <= 1
     assert terms["loss"].item() == pytest.approx((off["loss"] + 0.5 * terms["mask_flow"]).item(), rel=1e-5)
+
+
+def test_export_writes_either_model_of_a_distillation_as_small_weights_that_load_alone(student_run, tmp_path, capsys):
+    from slotmatch.cli import main
+
+    run, last = student_run
+    video = torch.rand(1, 3, 3, 32, 32)
+    for which in ("model", "teacher"):
+        out = str(tmp_path / "exports" / f"{which}.safetensors")  # the folder is made
+        assert main(["export", last, "--out", out, "--which", which, "--dtype", "fp32"]) == 0
+        assert out in capsys.readouterr().out
+        exported, _ = load_model(out)
+        original, _ = load_model(last, which=which)
+        with torch.no_grad():
+            assert torch.equal(exported(video, masks_only=True)["masks"], original(video, masks_only=True)["masks"])
+    assert count_parameters(load_model(str(tmp_path / "exports" / "model.safetensors"))[0])["total"] < \
+        count_parameters(load_model(str(tmp_path / "exports" / "teacher.safetensors"))[0])["total"]
+    half = str(tmp_path / "half.safetensors")
+    assert main(["export", last, "--out", half]) == 0  # fp16 by default: half the bytes of fp32
+    assert os.path.getsize(half) < 0.6 * os.path.getsize(str(tmp_path / "exports" / "model.safetensors"))
+
+
+def test_export_errors_name_the_file(student_run, tmp_path, capsys):
+    from slotmatch.cli import main
+
+    run, last = student_run
+    assert main(["export", last, "--out", str(tmp_path / "model.pt")]) == 2
+    assert "model.pt" in capsys.readouterr().err  # the loaders need the .safetensors suffix
+    assert main(["export", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert "missing.ckpt" in capsys.readouterr().err
+    teacher_only = os.path.join(os.path.dirname(os.path.dirname(last)), "teacher-only.safetensors")
+    assert main(["export", last, "--out", teacher_only]) == 0
+    assert main(["export", teacher_only, "--out", str(tmp_path / "again.safetensors")]) == 2
+    assert "already exported" in capsys.readouterr().err

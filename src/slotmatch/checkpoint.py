@@ -112,15 +112,26 @@ def _read_safetensors(path: str) -> tuple[dict, dict]:
     return {k: v.float() for k, v in state.items()}, json.loads(meta["config"])
 
 
-def export_safetensors(path: str, out: str, dtype: torch.dtype = torch.float16, include_encoder: bool = True) -> str:
-    """Write the trained model of checkpoint `path` as small safetensors weights (fp16 by default)."""
+def export_safetensors(path: str, out: str, dtype: torch.dtype = torch.float16, include_encoder: bool = True,
+                       which: str = "model") -> str:
+    """Write the trained model of checkpoint `path` as small safetensors weights (fp16 by default); which: "model"
+    (the teacher of a `train` run, the student of a `distill` run) or "teacher" (a distillation's frozen teacher).
+    The file holds the model's config, so `evaluate`, `segment` and `distill --teacher` read it alone."""
     from safetensors.torch import save_file
 
-    model_cfg = read_checkpoint(path)["hyper_parameters"]["model_cfg"]
+    if not out.endswith(".safetensors"):
+        raise ValueError(f"{out}: name the export .safetensors (the loaders tell the formats apart by it)")
+    if path.endswith(".safetensors"):
+        raise CheckpointError(f"{path}: already exported weights; export reads a .ckpt of a train or distill run")
+    model_cfg = read_checkpoint(path)["hyper_parameters"].get(f"{which}_cfg")
+    if model_cfg is None:
+        raise CheckpointError(f"{path}: holds no {which} model")
     if isinstance(model_cfg.get("encoder"), dict):
         model_cfg = {**model_cfg, "encoder": self_contained_encoder(model_cfg["encoder"], path)}
-    model, _ = load_model(path)
+    model, _ = load_model(path, which)
     state = {k: v.to(dtype).contiguous() for k, v in model.state_dict().items()
              if include_encoder or not k.startswith("encoder.")}
+    if os.path.dirname(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
     save_file(state, out, metadata={"format": FORMAT, "config": json.dumps({"model": model_cfg})})
     return out

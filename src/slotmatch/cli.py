@@ -73,6 +73,17 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
           f"{same}")
 
 
+def cmd_export(a: argparse.Namespace) -> None:
+    import torch
+
+    from slotmatch.checkpoint import export_safetensors
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype]
+    out = export_safetensors(a.checkpoint, a.out, dtype=dtype, include_encoder=not a.no_encoder, which=a.which)
+    print(f"{out}: {os.path.getsize(out) / 2 ** 20:.2f} MiB ({a.which}, {a.dtype}"
+          f"{', without the frozen encoder' if a.no_encoder else ''}); use it as --checkpoint {out}")
+
+
 def cmd_distill(a: argparse.Namespace) -> None:
     from slotmatch.config import load_config
     from slotmatch.distill import distill
@@ -179,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.add_argument("overrides", nargs="*", help="config overrides, e.g. distill.beta=0 distill.mask_kd=1")
     d.set_defaults(func=cmd_distill)
+
+    x = sub.add_parser("export", help="write a checkpoint's model as small safetensors weights (fp16), config inside")
+    x.add_argument("checkpoint", help=".ckpt of a train or distill run")
+    x.add_argument("--out", required=True, help="the .safetensors file to write")
+    x.add_argument("--which", default="model", choices=["model", "teacher"],
+                   help="in a distillation checkpoint: the student (model) or the teacher")
+    x.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
+    x.add_argument("--no-encoder", action="store_true",
+                   help="leave out a pretrained encoder's weights (read again from its file or the hub when loaded)")
+    x.set_defaults(func=cmd_export)
 
     e = sub.add_parser("evaluate", help="video FG-ARI and mBO of a checkpoint, beside the reference rows; HTML report")
     e.add_argument("--checkpoint", required=True, help=".ckpt of a train/distill run, or exported .safetensors")
