@@ -427,3 +427,31 @@ def test_export_errors_name_the_file(student_run, tmp_path, capsys):
     assert main(["export", last, "--out", teacher_only]) == 0
     assert main(["export", teacher_only, "--out", str(tmp_path / "again.safetensors")]) == 2
     assert "already exported" in capsys.readouterr().err
+
+
+def test_feature_kd_from_a_finer_teacher_grid_compares_each_student_patch_with_the_mean_it_covers(tiny_dataset,
+                                                                                                 tmp_path):
+    from slotmatch import losses
+    from slotmatch.distill import match_grid
+
+    cfg = tiny_config(tiny_dataset, max_steps=1)
+    cfg["model"]["encoder"]["patch_size"] = 2  # the teacher on 16x16 tokens, the student on 8x8 (as movi-c-like-pixel)
+    teacher = train(cfg, str(tmp_path / "fine-teacher"), progress=False)
+    cfg = tiny_config(tiny_dataset, decoded_tokens=20)
+    cfg["distill"].update(feature_kd=1.0, mask_kd=1.0)
+    torch.manual_seed(0)
+    m = SlotMatchModule(cfg, teacher)
+    terms = m.compute_losses(_batch())
+    out = terms["out"]
+    assert tuple(out["mask_grid"]) == (8, 8) and all(torch.isfinite(terms[k]) for k in ("feature_kd", "mask_kd"))
+    with torch.no_grad():
+        t = m.teacher(_batch()["video"])
+        t_rec = t["reconstruction"]  # (B, T, 256, F) on the 16x16 grid
+        B, T, _, F = t_rec.shape
+        pooled = t_rec.reshape(B, T, 8, 2, 8, 2, F).mean((3, 5)).reshape(B, T, 64, F)[:, :, out["token_index"]]
+        s_rec = m.feature_proj(out["reconstruction"]) if m.feature_proj is not None else out["reconstruction"]
+    assert terms["feature_kd"].item() == pytest.approx(losses.feature_distillation_loss(s_rec, pooled).item(), rel=1e-5)
+    # the masks are pooled alike and stay distributions over the slots
+    masks = match_grid(t["masks"], (16, 16), (8, 8))
+    assert torch.allclose(masks.sum(2), torch.ones(()), atol=1e-5)
+    assert torch.allclose(masks, t["masks"].reshape(B, T, -1, 8, 2, 8, 2).mean((4, 6)).reshape(B, T, -1, 64), atol=1e-6)

@@ -124,8 +124,11 @@ class SlotMatchModule(SlotContrastModule):
         loss = rec + self.ds["alpha"] * con + self.kd_weight() * kd
         if self.ds["feature_kd"] > 0:
             s_rec = out["reconstruction"] if self.feature_proj is None else self.feature_proj(out["reconstruction"])
-            t_rec = t_out["reconstruction"]
-            if "token_index" in out:  # the student decoded a subset of its patches (same grid as the teacher's)
+            # on the student's token grid (a per-pixel teacher over a 2x2-token student: each patch's mean), then
+            # at the patches the student decoded, if it decoded a subset
+            t_rec = match_grid(t_out["reconstruction"].transpose(2, 3), t_out["mask_grid"], out["mask_grid"],
+                               renormalise=False).transpose(2, 3)
+            if "token_index" in out:
                 t_rec = t_rec[:, :, out["token_index"]]
             terms["feature_kd"] = losses.feature_distillation_loss(s_rec, t_rec)
             loss = loss + self.ds["feature_kd"] * terms["feature_kd"]
@@ -163,13 +166,20 @@ class SlotMatchModule(SlotContrastModule):
         super().on_validation_epoch_end()
 
 
-def match_grid(masks: torch.Tensor, grid: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
-    """Resize masks (B, T, K, h*w) from `grid` to the `target` grid (bilinear, renormalised over slots)."""
+def match_grid(masks: torch.Tensor, grid: tuple[int, int], target: tuple[int, int],
+               renormalise: bool = True) -> torch.Tensor:
+    """Resize masks (B, T, K, h*w) from `grid` to the `target` grid, renormalised over slots; with renormalise=False
+    any channels (B, T, C, h*w), such as decoded features. A grid that is a whole multiple of the target is averaged
+    over its blocks (each patch of the target: the mean of the tokens it covers); other sizes are interpolated
+    bilinearly."""
     if tuple(grid) == tuple(target):
         return masks
     B, T, K, _ = masks.shape
-    m = F.interpolate(masks.reshape(B * T, K, *grid), size=tuple(target), mode="bilinear", align_corners=False)
-    m = m / m.sum(1, keepdim=True).clamp_min(1e-8)
+    whole = all(g % t == 0 and g >= t for g, t in zip(grid, target))
+    m = F.interpolate(masks.reshape(B * T, K, *grid), size=tuple(target),
+                      **({"mode": "area"} if whole else {"mode": "bilinear", "align_corners": False}))
+    if renormalise:
+        m = m / m.sum(1, keepdim=True).clamp_min(1e-8)
     return m.reshape(B, T, K, -1)
 
 
