@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
        [--target NAME ...] [--readout PARTS] [--scale video|frame|none] [--surface-radius R]
-       [--token-norm] [--unpack] [--guided] [--target-pool P]
+       [--token-norm] [--unpack] [--guided] [--target-pool P] [--position-weight W ...]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
 --target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
 (e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
@@ -59,14 +59,20 @@ def feature_tokens(encoder: torch.nn.Module, video: torch.Tensor, scale: str = "
     return x.reshape(T, H // encoder.patch_size, W // encoder.patch_size, -1)
 
 
-def token_ids(tokens: torch.Tensor, k: int, size: int, token_norm: bool = False) -> torch.Tensor:
+def token_ids(tokens: torch.Tensor, k: int, size: int, token_norm: bool = False,
+              position_weight: float = 0.0) -> torch.Tensor:
     """tokens (T, h, w, D) -> ids (T, size, size) of k-means on all of them; token_norm: each token first
     normalised over its channels, as the LayerNorm that opens the slot model's input MLP does
-    (SlotContrast.encoder_mlp)."""
+    (SlotContrast.encoder_mlp); position_weight w > 0: each token's (y, x), standardised over the frame, times w,
+    joins its channels (w = 1: the position weighs as much as one standardised channel per axis)."""
     T, h, w, _ = tokens.shape
     x = tokens.reshape(1, T * h * w, -1)
     if token_norm:
         x = F.layer_norm(x, x.shape[-1:])
+    if position_weight > 0:
+        yx = position_grid(h, w)[:, :2]  # (h * w, 2) in [0, 1]
+        yx = (yx - yx.mean(0)) / yx.std(0) * position_weight
+        x = torch.cat([x, yx.repeat(T, 1)[None]], -1)
     ids = kmeans(x, k, seed=0).reshape(T, 1, h, w).float()
     return F.interpolate(ids, size=(size, size), mode="nearest").reshape(T, size, size).long()
 
@@ -119,6 +125,9 @@ def main() -> None:
                     "frame under the predicted relief (encoder guided_surface)")
     ap.add_argument("--target-pool", type=int, default=1,
                     help="average each target over P x P pixels before k-means (a token grid P times coarser)")
+    ap.add_argument("--position-weight", type=float, action="append", default=[],
+                    help="also k-means on each encoder's tokens with their (y, x) as two more channels, standardised "
+                         "and times this weight (repeatable): between the tokens (0) and the grid reference (large)")
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
@@ -149,6 +158,9 @@ def main() -> None:
                                          + (", one token per pixel)" if a.unpack else ")"))
         rows[name + {"video": "", "frame": ", standardised per frame", "none": ", not standardised"}[a.scale]] = \
             video_scores(torch.stack([token_ids(t, a.segments, a.size) for t in tokens]), true)
+        for weight in a.position_weight:
+            pred = torch.stack([token_ids(t, a.segments, a.size, position_weight=weight) for t in tokens])
+            rows[name + f", with (y, x) at weight {weight:g}"] = video_scores(pred, true)
         if a.token_norm:
             pred = torch.stack([token_ids(t, a.segments, a.size, token_norm=True) for t in tokens])
             rows[name + ", each token normalised over its channels (LayerNorm)"] = video_scores(pred, true)

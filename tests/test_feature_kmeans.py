@@ -37,3 +37,16 @@ def test_unpacked_tokens_cover_every_pixel(flow_dataset, tmp_path):
     assert tokens.shape == (4, 32, 32, 4)
     assert feature_kmeans.token_ids(tokens, 3, 32).shape == (4, 32, 32)
     assert torch.allclose(tokens.mean((1, 2)), torch.zeros(4, 4), atol=1e-4)  # standardised over each frame's pixels
+
+
+
+def test_position_weight_moves_token_kmeans_from_the_tokens_to_the_grid():
+    # one colour on the top-left and bottom-right quarters, another on the rest; 2 frames of 8x8 tokens, 2 segments
+    tokens = torch.zeros(2, 8, 8, 1)
+    tokens[:, :4, :4] = tokens[:, 4:, 4:] = 1.0
+    for weight in (0.0, 0.1):  # no or a weak position: the colours decide, opposite corners share a segment
+        ids = feature_kmeans.token_ids(tokens, 2, 8, position_weight=weight)
+        assert ids[0, 0, 0] == ids[1, 7, 7] and ids[0, 0, 0] != ids[0, 0, 7]
+    ids = feature_kmeans.token_ids(tokens, 2, 8, position_weight=10.0)  # a strong one: two halves of the frame
+    assert ids[0, 0, 0] != ids[0, 7, 7] and ids[0, 0, 0] == ids[1, 0, 0]
+    assert feature_kmeans.token_ids(tokens, 2, 16, position_weight=10.0).shape == (2, 16, 16)  # drawn at any size
