@@ -244,13 +244,18 @@ def test_batches_carry_what_the_student_and_a_feature_kd_teacher_reconstruct(tin
         make_loaders(cfg, targets=m.data_targets())
 
 
-def test_kd_terms_follow_the_students_decoded_patch_subset(tiny_dataset, teacher_ckpt):
-    cfg = tiny_config(tiny_dataset, decoded_tokens=20)
+def _subset_kd_terms(data: str, teacher: str) -> tuple:
+    """A student decoding 20 of its 64 patches, with feature and mask KD on: (module, its loss terms, its output)."""
+    cfg = tiny_config(data, decoded_tokens=20)
     cfg["distill"].update(feature_kd=1.0, mask_kd=1.0)
     torch.manual_seed(0)
-    m = SlotMatchModule(cfg, teacher_ckpt)
+    m = SlotMatchModule(cfg, teacher)
     terms = m.compute_losses(_batch())
-    out = terms["out"]
+    return m, terms, terms["out"]
+
+
+def test_kd_terms_follow_the_students_decoded_patch_subset(tiny_dataset, teacher_ckpt):
+    m, terms, out = _subset_kd_terms(tiny_dataset, teacher_ckpt)
     assert out["reconstruction"].shape[2] == 20 and out["masks"].shape[-1] == 20  # of 64 patches
     assert all(torch.isfinite(terms[k]) for k in ("rec", "kd", "feature_kd", "mask_kd"))
     # the masks term compares the same patches: recomputed by hand from the teacher's full masks
@@ -436,13 +441,7 @@ def test_feature_kd_from_a_finer_teacher_grid_compares_each_student_patch_with_t
 
     cfg = tiny_config(tiny_dataset, max_steps=1)
     cfg["model"]["encoder"]["patch_size"] = 2  # the teacher on 16x16 tokens, the student on 8x8 (as movi-c-like-pixel)
-    teacher = train(cfg, str(tmp_path / "fine-teacher"), progress=False)
-    cfg = tiny_config(tiny_dataset, decoded_tokens=20)
-    cfg["distill"].update(feature_kd=1.0, mask_kd=1.0)
-    torch.manual_seed(0)
-    m = SlotMatchModule(cfg, teacher)
-    terms = m.compute_losses(_batch())
-    out = terms["out"]
+    m, terms, out = _subset_kd_terms(tiny_dataset, train(cfg, str(tmp_path / "fine-teacher"), progress=False))
     assert tuple(out["mask_grid"]) == (8, 8) and all(torch.isfinite(terms[k]) for k in ("feature_kd", "mask_kd"))
     with torch.no_grad():
         t = m.teacher(_batch()["video"])
