@@ -126,3 +126,20 @@ def test_paper_configs(name):
     assert cfg["distill"] == {"alpha": 0.5, "beta": 1.0, "feature_kd": 0.0, "mask_kd": 0.0}
     assert cfg["train"]["lr"] == (8e-4 if name == "ytvis" else 4e-4)
     assert cfg["train"]["max_steps"] == (300_000 if name == "movi_e" else 100_000)
+
+
+@pytest.mark.parametrize("name, grids", [("movi-c-like-pixel", ((64, 64), (32, 32))),
+                                         ("movi-e-like-frozen", ((32, 32), (32, 32)))])
+def test_presets_read_through_a_pretext_head_benchmark_with_random_weights_of_the_trained_sizes(name, grids):
+    from slotmatch.benchmark import resolve_model
+    from slotmatch.models.encoder import safetensors_metadata
+
+    for role, grid in zip(("teacher", "student"), grids):
+        model, info = resolve_model(name, role)
+        assert info["weights"] == "random" and tuple(model.grid) == grid
+        # the head's layout comes from the shipped file, the weights do not
+        weights = model_config(load_config(name), role)["encoder"]["weights"]
+        assert random_weights(model_config(load_config(name), role))["encoder"]["pretext"] == \
+            safetensors_metadata(weights)["pretext"]
+        shipped = build_model(model_config(load_config(name), role))
+        assert not torch.equal(model.encoder.readout.weight, shipped.encoder.readout.weight)

@@ -72,10 +72,16 @@ def model_config(cfg: dict, role: str) -> dict:
 
 
 def random_weights(model_cfg: dict) -> dict:
-    """A copy of a model config whose encoder loads no pretrained weights (random init, no file)."""
+    """A copy of a model config whose encoder loads no pretrained weights (random init, no file). An encoder read
+    through a pretrained pretext head (`encoder.readout`) keeps the head's layout, read from its weights file's
+    metadata, so the random model has the trained one's token sizes."""
     model_cfg = copy.deepcopy(model_cfg)
     enc = model_cfg.get("encoder")
     if isinstance(enc, dict) and "weights" in enc:
+        if enc.get("readout") and not enc.get("pretext") and enc.get("weights"):
+            from slotmatch.checkpoint import self_contained_encoder
+
+            enc = model_cfg["encoder"] = self_contained_encoder(enc, "the benchmarked config")
         enc["weights"] = None
     return model_cfg
 
