@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO ?= outputs/demo
 SM := $(VENV)/bin/slotmatch
+SHIPPED := checkpoints/models/movi-c-like-pixel
 DEMO_TRAIN := data.path=$(DEMO)/data train.max_steps=40 train.val_every=20 train.checkpoint_every=20 train.num_val_videos=4 train.select_videos=4
 
 .PHONY: demo test install clean-demo
@@ -24,7 +25,8 @@ test: $(STAMP)
 # The whole pipeline on a tiny dataset, a few minutes on 2 CPU cores: generate, look, train the teacher,
 # distil the student, evaluate it beside the reference rows, segment a video file. The models read the
 # shipped frozen encoders (checkpoints/encoders/, the offline stand-in for DINOv2; configs/offline-frozen.yaml). The models are far
-# too briefly trained to find objects (see docs/RESULTS.md); the demo shows every step and its outputs.
+# too briefly trained to find objects (see docs/RESULTS.md); the demo shows every step and its outputs, then
+# evaluates the trained teacher shipped in checkpoints/models/ on the same videos and segments the clip with it.
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(SM) generate --preset movi-c-like --out $(DEMO)/data --num-train 16 --num-val 4 --frames 12 --size 64
@@ -35,7 +37,10 @@ demo: $(STAMP)
 	$(SM) show $(DEMO)/data --split validation --videos 1 --raw --out $(DEMO)/clip.mp4
 	$(SM) segment $(DEMO)/clip.mp4 --checkpoint $(DEMO)/student/checkpoints/last.ckpt --out $(DEMO)/segmented --gif
 	$(SM) plot $(DEMO)/teacher --out $(DEMO)/plots
-	@echo "demo written to $(DEMO)/: preview.png, eval/index.html, segmented/overlay.gif, plots/"
+	$(SM) evaluate --checkpoint $(SHIPPED)-teacher.safetensors --data $(DEMO)/data --out $(DEMO)/eval-shipped
+	$(SM) segment $(DEMO)/clip.mp4 --checkpoint $(SHIPPED)-teacher.safetensors --out $(DEMO)/segmented-shipped --gif
+	@echo "demo written to $(DEMO)/: preview.png, eval/index.html, segmented/overlay.gif, plots/;" \
+	      "the shipped trained teacher: eval-shipped/index.html, segmented-shipped/overlay.gif"
 
 clean-demo:
 	rm -rf $(DEMO)
