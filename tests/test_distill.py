@@ -428,9 +428,9 @@ def test_export_errors_name_the_file(student_run, tmp_path, capsys):
     assert "model.pt" in capsys.readouterr().err  # the loaders need the .safetensors suffix
     assert main(["export", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "missing.ckpt" in capsys.readouterr().err
-    teacher_only = os.path.join(os.path.dirname(os.path.dirname(last)), "teacher-only.safetensors")
-    assert main(["export", last, "--out", teacher_only]) == 0
-    assert main(["export", teacher_only, "--out", str(tmp_path / "again.safetensors")]) == 2
+    exported = str(tmp_path / "exported.safetensors")
+    assert main(["export", last, "--out", exported]) == 0
+    assert main(["export", exported, "--out", str(tmp_path / "again.safetensors")]) == 2
     assert "already exported" in capsys.readouterr().err
 
 

@@ -78,7 +78,7 @@ def random_weights(model_cfg: dict) -> dict:
     model_cfg = copy.deepcopy(model_cfg)
     enc = model_cfg.get("encoder")
     if isinstance(enc, dict) and "weights" in enc:
-        if enc.get("readout") and not enc.get("pretext") and enc.get("weights"):
+        if enc.get("weights"):  # a readout's head layout from the file; other encoders are returned as they are
             from slotmatch.checkpoint import self_contained_encoder
 
             enc = model_cfg["encoder"] = self_contained_encoder(enc, "the benchmarked config")

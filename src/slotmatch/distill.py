@@ -175,7 +175,7 @@ def match_grid(masks: torch.Tensor, grid: tuple[int, int], target: tuple[int, in
     if tuple(grid) == tuple(target):
         return masks
     B, T, K, _ = masks.shape
-    whole = all(g % t == 0 and g >= t for g, t in zip(grid, target))
+    whole = all(g % t == 0 for g, t in zip(grid, target))
     m = F.interpolate(masks.reshape(B * T, K, *grid), size=tuple(target),
                       **({"mode": "area"} if whole else {"mode": "bilinear", "align_corners": False}))
     if renormalise:
