@@ -453,4 +453,18 @@ def test_feature_kd_from_a_finer_teacher_grid_compares_each_student_patch_with_t
     # the masks are pooled alike and stay distributions over the slots
     masks = match_grid(t["masks"], (16, 16), (8, 8))
     assert torch.allclose(masks.sum(2), torch.ones(()), atol=1e-5)
+    assert terms["mask_kd"].item() == pytest.approx(
+        losses.mask_distillation_loss(out["masks"], masks[..., out["token_index"]]).item(), rel=1e-5)
     assert torch.allclose(masks, t["masks"].reshape(B, T, -1, 8, 2, 8, 2).mean((4, 6)).reshape(B, T, -1, 64), atol=1e-6)
+
+
+def test_covering_tokens_lists_each_student_patch_block_of_teacher_tokens_in_a_row():
+    from slotmatch.distill import block_mean, covering_tokens
+
+    # patches 1 and 2 of a 2x2 grid cover these tokens of a 4x4 grid
+    assert covering_tokens(torch.tensor([1, 2]), (2, 2), (4, 4)).tolist() == [2, 3, 6, 7, 8, 9, 12, 13]
+    assert covering_tokens(torch.tensor([3]), (2, 2), (2, 2)).tolist() == [3]  # the same grid: the same tokens
+    assert covering_tokens(torch.tensor([0]), (2, 2), (3, 3)) is None  # not a whole multiple: decode every token
+    assert covering_tokens(None, (2, 2), (4, 4)) is None
+    x = torch.arange(8.0).view(1, 8, 1)
+    assert block_mean(x, 1, 2).flatten().tolist() == [1.5, 5.5]

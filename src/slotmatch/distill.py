@@ -110,12 +110,15 @@ class SlotMatchModule(SlotContrastModule):
                          flow=batch.get("flow"), decoded_tokens=self.ts["decoded_tokens"],
                          prev_slots=None if burn_slots is None else burn_slots[:, -1])
         needs_teacher = self.ds["beta"] > 0 or self.ds["feature_kd"] > 0 or self.ds["mask_kd"] > 0
+        # feature KD decodes only the teacher's tokens under the student's decoded patches, when the grids allow
+        t_index = covering_tokens(out.get("token_index"), out["mask_grid"], self.teacher_grid(batch)) \
+            if self.ds["feature_kd"] > 0 else None
         with torch.no_grad():
             t_out = self.teacher(batch.get("video"), features=batch.get("teacher_features"),
                                  masks_only=self.ds["feature_kd"] == 0, depth=batch.get("depth"), flow=batch.get("flow"),
                                  segmentations=oracle_input(self.teacher, batch),
-                                 prev_slots=rollout_slots(self.teacher, burn, "teacher_features")
-                                 ) if needs_teacher else None
+                                 prev_slots=rollout_slots(self.teacher, burn, "teacher_features"),
+                                 token_index=t_index) if needs_teacher else None
         rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
         con = losses.slot_contrast_loss(out["slots"], self.ts["temperature"],
                                         max_gap=self.ts["contrast_max_gap"])
@@ -124,22 +127,32 @@ class SlotMatchModule(SlotContrastModule):
         loss = rec + self.ds["alpha"] * con + self.kd_weight() * kd
         if self.ds["feature_kd"] > 0:
             s_rec = out["reconstruction"] if self.feature_proj is None else self.feature_proj(out["reconstruction"])
-            # on the student's token grid (a per-pixel teacher over a 2x2-token student: each patch's mean), then
-            # at the patches the student decoded, if it decoded a subset
-            t_rec = match_grid(t_out["reconstruction"].transpose(2, 3), t_out["mask_grid"], out["mask_grid"],
-                               renormalise=False).transpose(2, 3)
-            if "token_index" in out:
-                t_rec = t_rec[:, :, out["token_index"]]
+            if t_index is not None:  # the teacher decoded each student patch's block of tokens: their mean
+                t_rec = block_mean(t_out["reconstruction"], 2, len(out["token_index"]))
+            else:  # on the student's token grid (a per-pixel teacher over a 2x2-token student: each patch's mean),
+                # then at the patches the student decoded, if it decoded a subset
+                t_rec = match_grid(t_out["reconstruction"].transpose(2, 3), t_out["mask_grid"], out["mask_grid"],
+                                   renormalise=False).transpose(2, 3)
+                if "token_index" in out:
+                    t_rec = t_rec[:, :, out["token_index"]]
             terms["feature_kd"] = losses.feature_distillation_loss(s_rec, t_rec)
             loss = loss + self.ds["feature_kd"] * terms["feature_kd"]
         if self.ds["mask_kd"] > 0:
-            t_masks = match_grid(t_out["masks"], t_out["mask_grid"], out["mask_grid"])
-            if "token_index" in out:
-                t_masks = t_masks[..., out["token_index"]]
+            if t_index is not None:  # block means of distributions over the slots stay distributions
+                t_masks = block_mean(t_out["masks"], 3, len(out["token_index"]))
+            else:
+                t_masks = match_grid(t_out["masks"], t_out["mask_grid"], out["mask_grid"])
+                if "token_index" in out:
+                    t_masks = t_masks[..., out["token_index"]]
             terms["mask_kd"] = losses.mask_distillation_loss(out["masks"], t_masks)
             loss = loss + self.ds["mask_kd"] * terms["mask_kd"]
         terms = self.add_anchor_contrast({"loss": loss, **terms, "out": out}, burn_slots)
         return self.add_mask_flow(self.add_mask_entropy(terms), batch)
+
+    def teacher_grid(self, batch: dict) -> tuple[int, int]:
+        """The teacher's token grid for this batch's frames (or its cached features)."""
+        video = batch.get("video")
+        return tuple(self.teacher.grid if video is None else self.teacher.encoder.grid_size(video.shape[-2:]))
 
     def data_targets(self) -> list:
         """The student's target, and the teacher's when feature KD makes the teacher reconstruct too."""
@@ -181,6 +194,24 @@ def match_grid(masks: torch.Tensor, grid: tuple[int, int], target: tuple[int, in
     if renormalise:
         m = m / m.sum(1, keepdim=True).clamp_min(1e-8)
     return m.reshape(B, T, K, -1)
+
+
+def covering_tokens(index: torch.Tensor | None, grid: tuple[int, int], fine: tuple[int, int]) -> torch.Tensor | None:
+    """The tokens of the `fine` grid under each patch of `grid` listed in `index` (n,): (n * fy * fx,), each
+    patch's block of fy x fx tokens in a row. None when there is no index or `fine` is not a whole multiple of
+    `grid` (the caller then decodes every token)."""
+    if index is None or any(f % g for f, g in zip(fine, grid)):
+        return None
+    fy, fx = fine[0] // grid[0], fine[1] // grid[1]
+    i, j = index // grid[1], index % grid[1]  # (n,) patch rows and columns
+    a = torch.arange(fy, device=index.device).view(1, fy, 1)
+    b = torch.arange(fx, device=index.device).view(1, 1, fx)
+    return ((i.view(-1, 1, 1) * fy + a) * fine[1] + j.view(-1, 1, 1) * fx + b).reshape(-1)
+
+
+def block_mean(x: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+    """x with n equal consecutive blocks along `dim` (as `covering_tokens` lists them), each replaced by its mean."""
+    return x.unflatten(dim, (n, -1)).mean(dim + 1)
 
 
 def distill(cfg: dict, teacher_checkpoint: str, run_dir: str, resume: bool = False, progress: bool = True) -> str:

@@ -135,7 +135,8 @@ class SlotContrast(nn.Module):
                 flow: Optional[torch.Tensor] = None,
                 segmentations: Optional[torch.Tensor] = None,
                 decoded_tokens: Optional[int] = None,
-                prev_attn: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                prev_attn: Optional[torch.Tensor] = None,
+                token_index: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Slots, masks and reconstruction for every frame.
 
         video: (B, T, 3, H, W) in [0, 1]; may be None when features (and, for a pixel target,
@@ -155,6 +156,7 @@ class SlotContrast(nn.Module):
             masks, reconstruction and target then cover those patches, listed in "token_index". The decoder
             dominates a small model's step and its loss is a mean over patches, so this cuts the step's cost
             and keeps the loss unbiased.
+        token_index: (n,) decode exactly these patches, in this order (as decoded_tokens does at random).
         Returns slots (B, T, K, D), masks (B, T, K, N) decoder masks, attn (B, T, K, N)
         slot-attention masks, reconstruction (B, T, N, F), target (B, T, N, F), mask_grid (h, w).
         """
@@ -196,11 +198,12 @@ class SlotContrast(nn.Module):
             out["masks"] = attn
             return out
         external = attn.flatten(0, 1) if self.cfg.mask_source == "attention" else None
-        index = None
-        if decoded_tokens and decoded_tokens < N and not masks_only:
+        index = token_index
+        if index is None and decoded_tokens and decoded_tokens < N and not masks_only:
             index = torch.randperm(N, device=features.device)[:decoded_tokens].sort().values
+        if index is not None:
             external = None if external is None else external[..., index]
-            target = target[:, :, index]
+            target = None if target is None else target[:, :, index]
             out["token_index"] = index
         dec = self.decoder(slots.flatten(0, 1), masks_only=masks_only, grid=grid, masks=external, token_index=index)
         out["masks"] = dec["masks"].unflatten(0, (B, T))
