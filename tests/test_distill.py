@@ -442,6 +442,11 @@ def test_feature_kd_from_a_finer_teacher_grid_compares_each_student_patch_with_t
     cfg = tiny_config(tiny_dataset, max_steps=1)
     cfg["model"]["encoder"]["patch_size"] = 2  # the teacher on 16x16 tokens, the student on 8x8 (as movi-c-like-pixel)
     m, terms, out = _subset_kd_terms(tiny_dataset, train(cfg, str(tmp_path / "fine-teacher"), progress=False))
+    decoded = []  # the teacher decodes only the 4 tokens under each of the student's 20 decoded patches
+    hook = m.teacher.decoder.register_forward_hook(lambda mod, args, o: decoded.append(o["reconstruction"].shape[1]))
+    m.compute_losses(_batch())
+    hook.remove()
+    assert decoded == [20 * 4]
     assert tuple(out["mask_grid"]) == (8, 8) and all(torch.isfinite(terms[k]) for k in ("feature_kd", "mask_kd"))
     with torch.no_grad():
         t = m.teacher(_batch()["video"])
@@ -463,6 +468,8 @@ def test_covering_tokens_lists_each_student_patch_block_of_teacher_tokens_in_a_r
 
     # patches 1 and 2 of a 2x2 grid cover these tokens of a 4x4 grid
     assert covering_tokens(torch.tensor([1, 2]), (2, 2), (4, 4)).tolist() == [2, 3, 6, 7, 8, 9, 12, 13]
+    # a 2x3 grid over a 4x6 one: patch 4 (row 1, column 1) covers rows 2-3, columns 2-3 of the 6-wide grid
+    assert covering_tokens(torch.tensor([4]), (2, 3), (4, 6)).tolist() == [14, 15, 20, 21]
     assert covering_tokens(torch.tensor([3]), (2, 2), (2, 2)).tolist() == [3]  # the same grid: the same tokens
     assert covering_tokens(torch.tensor([0]), (2, 2), (3, 3)) is None  # not a whole multiple: decode every token
     assert covering_tokens(None, (2, 2), (4, 4)) is None

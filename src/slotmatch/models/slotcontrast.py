@@ -195,7 +195,9 @@ class SlotContrast(nn.Module):
 
         out = {"slots": slots, "attn": attn, "mask_grid": tuple(grid)}
         if self.cfg.mask_source == "attention" and masks_only:  # the decoder has nothing to add
-            out["masks"] = attn
+            out["masks"] = attn if token_index is None else attn[..., token_index]
+            if token_index is not None:
+                out["token_index"] = token_index
             return out
         external = attn.flatten(0, 1) if self.cfg.mask_source == "attention" else None
         index = token_index
