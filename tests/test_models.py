@@ -370,6 +370,13 @@ def test_decoding_a_subset_of_patches_gives_those_patches_of_the_full_decoding(m
     assert torch.allclose(part["target"], full["target"][:, :, idx])
     assert torch.allclose(part["masks"], full["masks"][..., idx], atol=1e-6)
     assert "token_index" not in model(video, decoded_tokens=64)  # all of them: nothing to pick
+    # an explicit list of patches, in its own order, on the training path and on the masks-only path
+    chosen = torch.tensor([7, 2, 40])
+    given = model(video, token_index=chosen)
+    assert torch.allclose(given["reconstruction"], full["reconstruction"][:, :, chosen], atol=1e-6)
+    masks_only = model(video, masks_only=True, token_index=chosen)
+    assert torch.equal(masks_only["token_index"], chosen)
+    assert torch.allclose(masks_only["masks"], full["masks"][..., chosen], atol=1e-6)
 
 
 def test_input_norm_switch_keeps_what_the_layernorm_erases():
