@@ -37,10 +37,9 @@ def test_a_shipped_model_loads_alone_and_segments(path):
 
 def test_each_shipped_student_is_at_least_3_6_times_smaller_than_its_teacher():
     described = json.load(open(os.path.join(ROOT, "checkpoints", "models", "models.json")))
-    assert any(e["role"].startswith("teacher") for e in described.values())
-    for student, entry in described.items():
-        if not entry.get("teacher"):
-            continue
+    pairs = [(n, e["teacher"]) for n, e in described.items() if e.get("teacher")]
+    assert pairs, "a SlotMatch student ships beside its teacher"
+    for student, teacher in pairs:
         count = {n: count_parameters(load_model(os.path.join(ROOT, "checkpoints", "models", n))[0])["total"]
-                 for n in (student, entry["teacher"])}
-        assert count[entry["teacher"]] >= 3.6 * count[student], (student, count)
+                 for n in (student, teacher)}
+        assert count[teacher] >= 3.6 * count[student], (student, count)

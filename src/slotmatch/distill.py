@@ -111,8 +111,8 @@ class SlotMatchModule(SlotContrastModule):
                          prev_slots=None if burn_slots is None else burn_slots[:, -1])
         needs_teacher = self.ds["beta"] > 0 or self.ds["feature_kd"] > 0 or self.ds["mask_kd"] > 0
         # feature KD decodes only the teacher's tokens under the student's decoded patches, when the grids allow
-        t_index = covering_tokens(out.get("token_index"), out["mask_grid"], self.teacher_grid(batch)) \
-            if self.ds["feature_kd"] > 0 else None
+        t_index = None if self.ds["feature_kd"] == 0 else covering_tokens(
+            out.get("token_index"), out["mask_grid"], self.teacher.token_grid(batch.get("video")))
         with torch.no_grad():
             t_out = self.teacher(batch.get("video"), features=batch.get("teacher_features"),
                                  masks_only=self.ds["feature_kd"] == 0, depth=batch.get("depth"), flow=batch.get("flow"),
@@ -127,32 +127,16 @@ class SlotMatchModule(SlotContrastModule):
         loss = rec + self.ds["alpha"] * con + self.kd_weight() * kd
         if self.ds["feature_kd"] > 0:
             s_rec = out["reconstruction"] if self.feature_proj is None else self.feature_proj(out["reconstruction"])
-            if t_index is not None:  # the teacher decoded each student patch's block of tokens: their mean
-                t_rec = block_mean(t_out["reconstruction"], 2, len(out["token_index"]))
-            else:  # on the student's token grid (a per-pixel teacher over a 2x2-token student: each patch's mean),
-                # then at the patches the student decoded, if it decoded a subset
-                t_rec = match_grid(t_out["reconstruction"].transpose(2, 3), t_out["mask_grid"], out["mask_grid"],
-                                   renormalise=False).transpose(2, 3)
-                if "token_index" in out:
-                    t_rec = t_rec[:, :, out["token_index"]]
+            t_rec = on_student_patches(t_out["reconstruction"].transpose(2, 3), t_out, out, t_index,
+                                       renormalise=False).transpose(2, 3)
             terms["feature_kd"] = losses.feature_distillation_loss(s_rec, t_rec)
             loss = loss + self.ds["feature_kd"] * terms["feature_kd"]
         if self.ds["mask_kd"] > 0:
-            if t_index is not None:  # block means of distributions over the slots stay distributions
-                t_masks = block_mean(t_out["masks"], 3, len(out["token_index"]))
-            else:
-                t_masks = match_grid(t_out["masks"], t_out["mask_grid"], out["mask_grid"])
-                if "token_index" in out:
-                    t_masks = t_masks[..., out["token_index"]]
+            t_masks = on_student_patches(t_out["masks"], t_out, out, t_index)
             terms["mask_kd"] = losses.mask_distillation_loss(out["masks"], t_masks)
             loss = loss + self.ds["mask_kd"] * terms["mask_kd"]
         terms = self.add_anchor_contrast({"loss": loss, **terms, "out": out}, burn_slots)
         return self.add_mask_flow(self.add_mask_entropy(terms), batch)
-
-    def teacher_grid(self, batch: dict) -> tuple[int, int]:
-        """The teacher's token grid for this batch's frames (or its cached features)."""
-        video = batch.get("video")
-        return tuple(self.teacher.grid if video is None else self.teacher.encoder.grid_size(video.shape[-2:]))
 
     def data_targets(self) -> list:
         """The student's target, and the teacher's when feature KD makes the teacher reconstruct too."""
@@ -212,6 +196,19 @@ def covering_tokens(index: torch.Tensor | None, grid: tuple[int, int], fine: tup
 def block_mean(x: torch.Tensor, dim: int, n: int) -> torch.Tensor:
     """x with n equal consecutive blocks along `dim` (as `covering_tokens` lists them), each replaced by its mean."""
     return x.unflatten(dim, (n, -1)).mean(dim + 1)
+
+
+def on_student_patches(x: torch.Tensor, t_out: dict, out: dict, t_index: torch.Tensor | None,
+                       renormalise: bool = True) -> torch.Tensor:
+    """The teacher's (B, T, C, tokens) values (masks, or decoded features transposed) at the patches the student
+    decoded (out["token_index"], else all of its grid), each the mean over the teacher tokens that patch covers.
+    With t_index the teacher decoded only those tokens, each patch's block in a row: block means (of distributions
+    over slots, still distributions). Otherwise the whole teacher grid is resized to the student's (`match_grid`,
+    renormalised over slots unless renormalise=False), then the decoded patches are picked."""
+    if t_index is not None:
+        return block_mean(x, 3, len(out["token_index"]))
+    x = match_grid(x, t_out["mask_grid"], out["mask_grid"], renormalise=renormalise)
+    return x[..., out["token_index"]] if "token_index" in out else x
 
 
 def distill(cfg: dict, teacher_checkpoint: str, run_dir: str, resume: bool = False, progress: bool = True) -> str:

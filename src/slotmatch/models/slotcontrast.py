@@ -170,7 +170,7 @@ class SlotContrast(nn.Module):
             target = make_target(self.target_type, frames, features.flatten(0, 1), self.encoder.patch_size,
                                  *flatten_frames(depth, flow, segmentations)).unflatten(0, features.shape[:2])
         B, T, N, _ = features.shape
-        grid = self.grid if video is None else self.encoder.grid_size(video.shape[-2:])
+        grid = self.token_grid(video)
         assert grid[0] * grid[1] == N, f"{N} tokens do not fit the grid {grid}"
 
         inputs = self.encoder_mlp(features)  # (B, T, N, D)
@@ -195,9 +195,9 @@ class SlotContrast(nn.Module):
 
         out = {"slots": slots, "attn": attn, "mask_grid": tuple(grid)}
         if self.cfg.mask_source == "attention" and masks_only:  # the decoder has nothing to add
-            out["masks"] = attn if token_index is None else attn[..., token_index]
+            out["masks"] = attn
             if token_index is not None:
-                out["token_index"] = token_index
+                out["masks"], out["token_index"] = attn[..., token_index], token_index
             return out
         external = attn.flatten(0, 1) if self.cfg.mask_source == "attention" else None
         index = token_index
@@ -213,6 +213,10 @@ class SlotContrast(nn.Module):
             out["reconstruction"] = dec["reconstruction"].unflatten(0, (B, T))  # (B, T, N, F)
             out["target"] = target
         return out
+
+    def token_grid(self, video: Optional[torch.Tensor] = None) -> tuple:
+        """(h, w) tokens per frame: for this video's frame size, or for the configured input size."""
+        return tuple(self.grid if video is None else self.encoder.grid_size(video.shape[-2:]))
 
     @property
     def needs_segmentations(self) -> bool:
