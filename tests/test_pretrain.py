@@ -367,3 +367,47 @@ def test_a_guided_surface_is_the_frames_colour_filtered_under_the_predicted_reli
         CNNEncoder(**{**kw, "readout": "relief"}, guided_surface=True)
     with pytest.raises(ValueError, match="guided_surface"):
         CNNEncoder(**{**kw, "pretext": "surface", "readout": "surface"}, guided_surface=True)
+
+
+def test_a_student_encoder_pretrained_from_a_teacher_learns_the_teachers_predictions(flow_dataset, tiny_dataset,
+                                                                                      tmp_path):
+    """With a teacher, the pretext targets are the teacher encoder's head predictions (its tokens in the pretext's
+    layout), not the simulator's: a student that is a copy of the teacher has zero loss, the teacher is neither
+    trained nor saved, and no depth or flow is read (the tiny dataset has neither)."""
+    teacher_path = pretrain_encoder(flow_dataset, str(tmp_path / "t"), ENC, progress=False, steps=2, batch_size=2,
+                                    size=32, num_workers=0, targets="surface+relief")
+    teacher = {**ENC, "weights": teacher_path, "readout": "surface", "unpack": True, "frozen": True}
+    clip = open_dataset(flow_dataset, "train", with_depth=True)[0]
+    video, depth = clip["video"][None], clip["depth"][None]
+
+    copy = PretextModel(ENC, "surface+relief", teacher=teacher)
+    from slotmatch.models.encoder import load_state_dict_file
+    sd = load_state_dict_file(teacher_path)
+    copy.encoder.load_state_dict({k: v.float() for k, v in sd.items() if not k.startswith("readout.")})
+    copy.head.load_state_dict({k[len("readout."):]: v.float() for k, v in sd.items() if k.startswith("readout.")})
+    assert float(copy.loss(video)[0].detach()) < 1e-8
+    assert float(PretextModel(ENC, "surface+relief").loss(video, depth)[0].detach()) > 0.01  # the simulator's targets
+    assert not any(k.startswith("_teacher") for k in copy.state_dict())
+
+    student = {**ENC, "channels": 4}
+    out = str(tmp_path / "s")
+    before = {k: v.clone() for k, v in sd.items()}
+    pretrain_encoder(tiny_dataset, out, student, progress=False, steps=2, batch_size=2, size=32, num_workers=0,
+                     targets="surface+relief", teacher=teacher)
+    assert all(torch.equal(v, load_state_dict_file(teacher_path)[k]) for k, v in before.items())
+    assert CNNEncoder(**{k: v for k, v in student.items() if k != "name"}, weights=os.path.join(out, "encoder.safetensors"),
+                      readout="surface+relief").feature_dim > 0
+    with pytest.raises(ValueError, match="was written with teacher encoder"):
+        pretrain_encoder(flow_dataset, out, student, resume=True, progress=False, steps=3, batch_size=2, size=32,
+                         num_workers=0, targets="surface+relief")
+
+
+def test_a_teacher_encoder_for_other_targets_or_patches_is_a_clear_error(flow_dataset, tmp_path):
+    teacher_path = pretrain_encoder(flow_dataset, str(tmp_path / "t"), ENC, progress=False, steps=1, batch_size=2,
+                                    size=32, num_workers=0, targets="surface+relief")
+    with pytest.raises(ValueError, match="pretrained on 'surface\\+relief'.*not 'pixels_raw'"):
+        PretextModel(ENC, "pixels_raw", teacher={**ENC, "weights": teacher_path})
+    with pytest.raises(ValueError, match="predicts 4x4-pixel patches.*2x2"):
+        PretextModel({**ENC, "patch_size": 2}, "surface+relief", teacher={**ENC, "weights": teacher_path})
+    with pytest.raises(FileNotFoundError, match="teacher encoder weights not found"):
+        PretextModel(ENC, "surface+relief", teacher={**ENC, "weights": str(tmp_path / "none.safetensors")})

@@ -65,12 +65,17 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
                                   ("batch_size", a.batch_size), ("object_weight", a.object_weight),
                                   ("edge_weight", a.edge_weight)) if v is not None}
     settings["size"] = cfg["data"].get("size", 64)
+    if a.from_teacher:
+        if not a.student:
+            raise SystemExit("--from-teacher distils the config's teacher encoder (model.encoder) into its student "
+                             "encoder: add --student")
+        settings["teacher"] = dict(cfg["model"]["encoder"])
     path = pretrain_encoder(a.data or [cfg["data"]["path"]], a.out, enc, resume=a.resume, progress=not a.quiet,
                             **settings)
     # the same network when it is used: the architecture keys set away from their defaults
-    same = "".join(f" model.encoder.{k}={enc[k]}" for k in ("context", "refine_layers") if enc.get(k))
-    print(f"encoder weights: {path}\nuse them frozen with: model.encoder.weights={path} model.encoder.frozen=true"
-          f"{same}")
+    key = "student.encoder" if a.student else "model.encoder"
+    same = "".join(f" {key}.{k}={enc[k]}" for k in ("context", "refine_layers") if enc.get(k))
+    print(f"encoder weights: {path}\nuse them frozen with: {key}.weights={path} {key}.frozen=true{same}")
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -176,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "x its share of pixels standing out of the floor (from depth; default 0: every token alike)")
     pt.add_argument("--edge-weight", type=float, default=None, help="add this x each token's share of pixels on an "
                     "object's edge (from depth) to its pretext-loss weight (default 0)")
+    pt.add_argument("--from-teacher", action="store_true", help="with --student: the targets are the predictions of "
+                    "the config's pretrained teacher encoder (model.encoder.weights) instead of the simulator's, as "
+                    "DINOv2's ViT-S was distilled from its ViT-g")
     pt.add_argument("--resume", action="store_true", help="continue from OUT/pretrain-state.pt")
     pt.add_argument("--quiet", action="store_true", help="no progress bar")
     pt.add_argument("overrides", nargs="*", help="config overrides, e.g. model.encoder.channels=64")

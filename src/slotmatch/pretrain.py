@@ -10,6 +10,11 @@ once, on the training split's frames, to predict per patch what the simulator kn
 - "relief": disparity above the floor's plane (what stands out of the floor, `encoder.relief_patch_target`),
 - "flow": optical flow (what moves, and how).
 
+With a `teacher` encoder (a pretrained one with its head, e.g. the teacher's frozen encoder), the targets are that
+encoder's predictions of the same pretext parts instead of the simulator's: the student's encoder is distilled
+from the teacher's, as DINOv2's ViT-S/14 (the paper's student encoder) was distilled from its ViT-g/14. The loss
+weights (`object_weight`, `edge_weight`) still come from depth.
+
 No masks are read: the pretext targets are the same depth and flow that the reconstruction targets may
 use. With `object_weight` the loss of each token is weighted by how much of it stands out of the floor
 (`object_weights`, from depth), so that the small objects count as much as the floor. A linear head maps each
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Optional
 
 import torch
 from torch import nn
@@ -35,15 +41,15 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from slotmatch.data.dataset import open_dataset
-from slotmatch.models.encoder import (CNNEncoder, make_target, relief_patch_target, standing, target_dim,
-                                      target_needs_depth, target_needs_flow, target_parts)
+from slotmatch.models.encoder import (CNNEncoder, make_target, relief_patch_target, safetensors_metadata, standing,
+                                      target_dim, target_needs_depth, target_needs_flow, target_parts)
 from slotmatch.models.slotcontrast import flatten_frames
 
 # encoder settings that say where the weights are and how the trained CNN is read, not what network is pretrained
 READ_KEYS = ("weights", "frozen", "readout", "pretext", "standardize", "unpack", "guided_surface")
 PRETRAIN_DEFAULTS = dict(targets="pixels_raw+relief+flow", steps=4000, batch_size=32, lr=2e-3, size=64,
                          max_minutes=None, checkpoint_every=500, seed=0, num_workers=1, object_weight=0.0,
-                         edge_weight=0.0)
+                         edge_weight=0.0, teacher=None)
 
 
 def object_weights(depth: torch.Tensor, patch_size: int, object_weight: float,
@@ -72,7 +78,8 @@ def object_weights(depth: torch.Tensor, patch_size: int, object_weight: float,
 class PretextModel(nn.Module):
     """A CNN encoder and a linear head from each token to its pretext targets."""
 
-    def __init__(self, encoder_cfg: dict, targets: str, object_weight: float = 0.0, edge_weight: float = 0.0):
+    def __init__(self, encoder_cfg: dict, targets: str, object_weight: float = 0.0, edge_weight: float = 0.0,
+                 teacher: Optional[dict] = None):
         super().__init__()
         self.object_weight, self.edge_weight = float(object_weight), float(edge_weight)
         cfg = {k: v for k, v in encoder_cfg.items() if k not in READ_KEYS + ("name",)}
@@ -80,13 +87,19 @@ class PretextModel(nn.Module):
         self.targets = targets
         self.sizes = [target_dim(p, self.encoder) for p in target_parts(targets)]
         self.head = nn.Linear(self.encoder.feature_dim, sum(self.sizes))
+        # kept out of the module tree (a tuple): the frozen teacher is neither trained, saved nor put in train mode
+        self._teacher = (teacher_predictor(teacher, targets, self.encoder.patch_size),) if teacher else ()
 
     def loss(self, video: torch.Tensor, depth=None, flow=None) -> tuple[torch.Tensor, dict]:
         """video clips (B, T, 3, H, W), depth (B, T, H, W), flow (B, T, H, W, 2) -> total loss and each part's
         variance-normalised squared error over all frames (each token weighted by `object_weights` when
         object_weight or edge_weight > 0); an encoder with context sees each frame with its neighbours in the clip."""
         frames, depth, flow = flatten_frames(video, depth, flow)
-        target = make_target(self.targets, frames, None, self.encoder.patch_size, depth, flow)
+        if self._teacher:
+            with torch.no_grad():
+                target = self._teacher[0].encode_video(video).flatten(0, 1)  # its head's predictions, pretext layout
+        else:
+            target = make_target(self.targets, frames, None, self.encoder.patch_size, depth, flow)
         pred = self.head(self.encoder.encode_video(video).flatten(0, 1))
         weight = 1.0
         if self.object_weight > 0 or self.edge_weight > 0:
@@ -100,6 +113,27 @@ class PretextModel(nn.Module):
             part = (weight * (p - t) ** 2).mean() / (t.var() + 1e-4)
             parts[name], total, start = float(part.detach()), total + part, start + size
         return total, parts
+
+
+def teacher_predictor(encoder_cfg: dict, targets: str, patch_size: int) -> CNNEncoder:
+    """The frozen encoder of `encoder_cfg` (its `weights` a `slotmatch pretrain` file with the head) read through its
+    whole pretext head: tokens (B, N, D) laid out as `make_target(targets, ...)` lays out the pretext targets."""
+    weights = encoder_cfg.get("weights")
+    if encoder_cfg.get("name", "cnn") != "cnn" or not weights:
+        raise ValueError("a teacher for pretraining is a pretrained CNN encoder: give its config with `weights`")
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"teacher encoder weights not found: {weights}")
+    pretext = safetensors_metadata(weights).get("pretext")
+    if pretext != targets:
+        raise ValueError(f"{weights} was pretrained on {pretext!r}; its predictions can only stand in for the same "
+                         f"targets, not {targets!r} (pretrain with --targets {pretext})")
+    cfg = {k: v for k, v in encoder_cfg.items() if k not in ("name", "readout", "unpack", "guided_surface",
+                                                              "standardize", "frozen", "img_size", "pretext")}
+    teacher = CNNEncoder(**cfg, readout=pretext, frozen=True).eval()
+    if teacher.cnn_patch_size != patch_size:
+        raise ValueError(f"{weights} predicts {teacher.cnn_patch_size}x{teacher.cnn_patch_size}-pixel patches, the "
+                         f"encoder pretrained here {patch_size}x{patch_size}: their targets differ")
+    return teacher
 
 
 def _architecture(encoder_cfg: dict) -> dict:
@@ -130,12 +164,13 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
     clip_length = max(2, 2 * int(encoder_cfg.get("context", 0)) + 1)
     data = torch.utils.data.ConcatDataset([
         open_dataset(p, "train", clip_length=clip_length, random_clip=True, size=s["size"],
-                     with_depth=target_needs_depth(targets) or s["object_weight"] > 0 or s["edge_weight"] > 0,
-                     with_flow=target_needs_flow(targets)) for p in paths])
+                     with_depth=(target_needs_depth(targets) and not s["teacher"]) or s["object_weight"] > 0
+                     or s["edge_weight"] > 0,
+                     with_flow=target_needs_flow(targets) and not s["teacher"]) for p in paths])
     clips = max(1, s["batch_size"] // clip_length)  # about batch_size frames per step
     loader = DataLoader(data, batch_size=clips, shuffle=True, drop_last=len(data) >= clips,
                         num_workers=s["num_workers"], persistent_workers=s["num_workers"] > 0)
-    model = PretextModel(encoder_cfg, targets, s["object_weight"], s["edge_weight"])
+    model = PretextModel(encoder_cfg, targets, s["object_weight"], s["edge_weight"], s["teacher"])
     opt = torch.optim.Adam(model.parameters(), lr=s["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / 200) * 0.1 ** (k / s["steps"]))
     step = 0
@@ -150,6 +185,9 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
         if float(state.get("edge_weight", 0.0)) != float(s["edge_weight"]):  # states before session 18: 0
             raise ValueError(f"{state_path} was written with edge_weight {state.get('edge_weight', 0.0)}, "
                              f"not {s['edge_weight']}: resume with the same loss")
+        if state.get("teacher") != (s["teacher"] or {}).get("weights"):
+            raise ValueError(f"{state_path} was written with teacher encoder {state.get('teacher')}, not "
+                             f"{(s['teacher'] or {}).get('weights')}: resume with the same targets")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -159,7 +197,8 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
         tmp = state_path + ".tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
                     "encoder_cfg": dict(encoder_cfg), "targets": targets,
-                    "object_weight": float(s["object_weight"]), "edge_weight": float(s["edge_weight"])}, tmp)
+                    "object_weight": float(s["object_weight"]), "edge_weight": float(s["edge_weight"]),
+                    "teacher": (s["teacher"] or {}).get("weights")}, tmp)
         os.replace(tmp, state_path)
 
     from tqdm import tqdm
