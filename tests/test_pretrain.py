@@ -8,7 +8,7 @@ import torch
 
 from slotmatch.data.dataset import DatasetError, open_dataset
 from slotmatch.models import build_model
-from slotmatch.models.encoder import CNNEncoder, position_grid
+from slotmatch.models.encoder import CNNEncoder, load_state_dict_file, position_grid
 from slotmatch.pretrain import PretextModel, object_weights, pretrain_encoder
 
 ENC = {"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4}
@@ -381,7 +381,6 @@ def test_a_student_encoder_pretrained_from_a_teacher_learns_the_teachers_predict
     video, depth = clip["video"][None], clip["depth"][None]
 
     copy = PretextModel(ENC, "surface+relief", teacher=teacher)
-    from slotmatch.models.encoder import load_state_dict_file
     sd = load_state_dict_file(teacher_path)
     copy.encoder.load_state_dict({k: v.float() for k, v in sd.items() if not k.startswith("readout.")})
     copy.head.load_state_dict({k[len("readout."):]: v.float() for k, v in sd.items() if k.startswith("readout.")})
