@@ -190,6 +190,34 @@ def test_decoder_matches_naive_mlp_and_fast_path():
     assert dec(slots, grid=(6, 10))["masks"].shape == (B, K, 60)
 
 
+def test_decoder_coarse_position_grid():
+    # positions learned on a 2x2 grid, resampled to the 4x4 token grid: 4 position vectors, not 16
+    D = 8
+    dec = MLPDecoder(D, 5, (16,), grid=(4, 4), pos_grid=(2, 2))
+    assert dec.pos_emb.shape == (4, D)
+    pos = dec.position_embedding()
+    assert pos.shape == (16, D)
+    # bicubic resampling of a constant grid is the constant; of a varying one, varies across the tokens
+    with torch.no_grad():
+        dec.pos_emb.copy_(torch.arange(4.0)[:, None].expand(4, D))
+    pos = dec.position_embedding()
+    assert not torch.allclose(pos[0], pos[-1])
+    with torch.no_grad():
+        dec.pos_emb.fill_(0.5)
+    torch.testing.assert_close(dec.position_embedding(), torch.full((16, D), 0.5))
+    out = dec(torch.randn(2, 3, D), token_index=torch.tensor([0, 5, 15]))
+    assert out["masks"].shape == (2, 3, 3) and out["reconstruction"].shape == (2, 3, 5)
+    # in the model: fewer parameters, same outputs' shapes
+    fine, coarse = build_model(tiny_cnn_cfg()), build_model(tiny_cnn_cfg(decoder_pos_grid=2))
+    n_tokens = fine.grid[0] * fine.grid[1]
+    assert n_tokens > 4
+    assert count_parameters(fine)["total"] - count_parameters(coarse)["total"] == (n_tokens - 4) * 16
+    video = torch.rand(1, 2, 3, 32, 32)
+    assert coarse(video)["masks"].shape == fine(video)["masks"].shape
+    with pytest.raises(ValueError, match="position grid"):
+        MLPDecoder(D, 5, (16,), grid=(4, 4), pos_grid=(0, 0))
+
+
 # ---------------------------------------------------------------------------------------------
 # SlotContrast model
 

@@ -4,7 +4,8 @@ Every slot is broadcast to every patch, a learned per-patch position embedding i
 MLP maps it to a feature vector of size F plus one alpha logit. The masks are the softmax over slots
 of the alphas and the reconstruction is the mask-weighted sum of the slots' features.
 SlotContrast: hidden sizes [1024, 1024, 1024] with ReLU, output F + 1 (alpha is the last column),
-pos-embedding N(0, 1) * D ** -0.5, zero biases.
+pos-embedding N(0, 1) * D ** -0.5, zero biases. `pos_grid` (ours) learns the positions on a coarser grid
+and resamples them to the token grid, for models with one token per pixel.
 
 This MLP runs K * N times per frame and dominates the cost of a small model, so:
 - all slots and patches go through each layer as one batched matmul;
@@ -24,22 +25,27 @@ class MLPDecoder(nn.Module):
     """slots (B, K, D) -> reconstruction (B, N, F) and masks (B, K, N) over a grid of N = h * w."""
 
     def __init__(self, slot_dim: int, out_dim: int, hidden: Sequence[int] = (1024, 1024, 1024),
-                 grid: Tuple[int, int] = (24, 24)):
+                 grid: Tuple[int, int] = (24, 24), pos_grid: Optional[Tuple[int, int]] = None):
         super().__init__()
         self.out_dim = out_dim
-        self.grid = (int(grid[0]), int(grid[1]))
+        self.grid = (int(grid[0]), int(grid[1]))  # the token grid
+        self.pos_grid = self.grid if pos_grid is None else (int(pos_grid[0]), int(pos_grid[1]))
+        if min(self.pos_grid) < 1:
+            raise ValueError(f"the decoder's position grid must be at least 1x1, got {self.pos_grid}")
         dims = [slot_dim, *hidden, out_dim + 1]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         for layer in self.layers:
             nn.init.zeros_(layer.bias)
-        self.pos_emb = nn.Parameter(torch.randn(self.grid[0] * self.grid[1], slot_dim)
+        self.pos_emb = nn.Parameter(torch.randn(self.pos_grid[0] * self.pos_grid[1], slot_dim)
                                     * slot_dim ** -0.5)
 
     def position_embedding(self, grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """(N, D) position embedding, resampled bicubically if grid differs from the trained one."""
-        if grid is None or tuple(grid) == self.grid:
+        """(N, D) position embedding on `grid` (default: the token grid), resampled bicubically from the learned
+        `pos_grid` where the two differ."""
+        grid = self.grid if grid is None else tuple(grid)
+        if grid == self.pos_grid:
             return self.pos_emb
-        h, w = self.grid
+        h, w = self.pos_grid
         pe = self.pos_emb.t().reshape(1, -1, h, w)
         pe = F.interpolate(pe, size=tuple(grid), mode="bicubic", align_corners=False)
         return pe.reshape(pe.shape[1], -1).t()

@@ -227,13 +227,27 @@ def surface_colour(images: torch.Tensor, depth: torch.Tensor, radius: Optional[i
     """
     B, _, H, W = images.shape
     r = radius if radius is not None else max(1, round(SURFACE_RADIUS * W / 64))
-    k = 2 * r + 1
     rel = (_relief(depth) if relief is None else relief).unsqueeze(1)  # (B, 1, H, W)
-    cols = F.unfold(images, k, padding=r).view(B, 3, k * k, H * W)
-    rels = F.unfold(rel, k, padding=r).view(B, 1, k * k, H * W)
-    inside = F.unfold(torch.ones_like(rel), k, padding=r).view(B, 1, k * k, H * W)  # not the zero padding
-    w = torch.exp(-(rels - rel.view(B, 1, 1, H * W)) ** 2 / (2 * sigma ** 2)) * inside
-    return ((cols * w).sum(2) / w.sum(2)).view(B, 3, H, W)
+    # one shifted view per neighbour, summed in place: no (B, 3, k * k, H * W) unfold (3-9x faster on a CPU;
+    # benchmarks/bench_surface_colour.py); the out-of-place sums keep a graph when an input needs one
+    grad = torch.is_grad_enabled() and (images.requires_grad or rel.requires_grad)
+    padded_cols = F.pad(images, (r, r, r, r))
+    padded_rel = F.pad(rel, (r, r, r, r))
+    inside = F.pad(torch.ones_like(rel[:1]), (r, r, r, r))  # not the zero padding
+    scale = -1.0 / (2 * sigma ** 2)
+    num, den = torch.zeros_like(images), torch.zeros_like(rel)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            window = (slice(None), slice(None), slice(dy, dy + H), slice(dx, dx + W))
+            diff = padded_rel[window] - rel
+            if grad:
+                w = torch.exp(diff ** 2 * scale) * inside[window]
+                num, den = num + padded_cols[window] * w, den + w
+            else:
+                w = diff.square_().mul_(scale).exp_().mul_(inside[window])
+                num.addcmul_(padded_cols[window], w)
+                den.add_(w)
+    return num / den
 
 
 def surface_patch_target(images: torch.Tensor, depth: torch.Tensor, patch_size: int) -> torch.Tensor:

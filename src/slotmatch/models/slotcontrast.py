@@ -49,6 +49,10 @@ class SlotContrastConfig:
     predictor_ff: Optional[int] = None  # None: 4 * slot_dim
     predictor_qk_scale: Optional[float] = None  # None: head_dim ** -0.5 (see predictor.py)
     decoder_hidden: Tuple[int, ...] = (1024, 1024, 1024)
+    # side of the grid of the decoder's learned positions; None: one per token (the papers). Coarser positions
+    # are resampled to the token grid (decoder.py), so a model on many tokens need not learn one per token
+    # (ours: a student on the per-pixel teacher's grid, docs/RESULTS.md session 27)
+    decoder_pos_grid: Optional[int] = None
     # reconstruction target: "features" (frozen encoder's features, paper), "pixels" (pixel patches
     # normalised per patch), "pixels_raw"; None: "features" if the encoder is frozen, else "pixels"
     target: Optional[str] = None
@@ -106,7 +110,8 @@ class SlotContrast(nn.Module):
         if cfg.mask_source not in ("decoder", "attention"):
             raise ValueError(f"mask_source must be 'decoder' or 'attention', got {cfg.mask_source!r}")
         check_track_mode(cfg.track)
-        self.decoder = MLPDecoder(S, self.target_dim, cfg.decoder_hidden, self.grid)
+        self.decoder = MLPDecoder(S, self.target_dim, cfg.decoder_hidden, self.grid,
+                                  pos_grid=None if cfg.decoder_pos_grid is None else (cfg.decoder_pos_grid,) * 2)
 
     def encode(self, video: torch.Tensor, with_target: bool = True, depth: Optional[torch.Tensor] = None,
                flow: Optional[torch.Tensor] = None,
