@@ -1,8 +1,10 @@
 """The guided surface's filter (`encoder.surface_colour`): shifted views summed in place against the unfold it
 replaced, on the evaluation batch of the per-pixel presets (8 videos x 4 frames at 64 px, a 7x7 window).
 
-Usage: python benchmarks/bench_surface_colour.py [--threads 1] [--repeats 7]
-Prints each one's median milliseconds and the ratio, measured in one run, and the largest difference.
+Usage: python benchmarks/bench_surface_colour.py [--threads 1] [--repeats 7] [--checkpoint CKPT ...]
+Prints each one's median milliseconds and the ratio, measured in one run, and the largest difference; with
+--checkpoint, also each model's frames per second at that batch (masks only, as `slotmatch benchmark` times it)
+with either filter inside its encoder, the two alternating.
 """
 
 import argparse
@@ -11,6 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from slotmatch.models import encoder as encoder_module
 from slotmatch.models.encoder import SURFACE_SIGMA, surface_colour
 
 
@@ -36,12 +39,38 @@ def median_ms(fn, repeats: int) -> float:
     return 1000 * sorted(times)[len(times) // 2]
 
 
+def old_surface_colour(images, depth, radius=None, sigma=SURFACE_SIGMA, relief=None):
+    """`surface_colour` as it was (the unfold), for the model timings."""
+    r = radius if radius is not None else max(1, round(3 * images.shape[-1] / 64))
+    return by_unfold(images, encoder_module._relief(depth) if relief is None else relief, r, sigma)
+
+
+def model_fps(checkpoint: str, frames: int, size: int, repeats: int) -> dict:
+    """Frames per second of a model's masks-only inference with each filter, timed alternately."""
+    from slotmatch.checkpoint import load_model
+
+    model = load_model(checkpoint)[0].eval()
+    video = torch.rand(frames // 4, 4, 3, size, size)
+    times = {"unfold": [], "shifted": []}
+    with torch.inference_mode():
+        for i in range(2 * repeats + 2):
+            name = ("unfold", "shifted")[i % 2]
+            encoder_module.surface_colour = old_surface_colour if name == "unfold" else surface_colour
+            start = time.perf_counter()
+            model(video, masks_only=True)
+            if i >= 2:  # the first of each is the warm-up
+                times[name].append(time.perf_counter() - start)
+    encoder_module.surface_colour = surface_colour
+    return {name: frames / sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--frames", type=int, default=32, help="8 videos x 4 frames: evaluation's batch")
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--checkpoint", nargs="*", default=[], help="models to time with either filter")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -54,6 +83,12 @@ def main() -> None:
     print("| implementation | ms |\n|---|---|")
     print(f"| unfold (before) | {old:.1f} |\n| shifted views, in place (now) | {new:.1f} |")
     print(f"\nratio: {old / new:.2f}x faster; largest difference {diff:.2e}")
+    if args.checkpoint:
+        print(f"\n| model ({args.frames // 4} videos x 4 frames, masks only) | frames/s, unfold | frames/s, shifted | ratio |")
+        print("|---|---|---|---|")
+    for ckpt in args.checkpoint:
+        fps = model_fps(ckpt, args.frames, args.size, args.repeats)
+        print(f"| {ckpt} | {fps['unfold']:.1f} | {fps['shifted']:.1f} | {fps['shifted'] / fps['unfold']:.2f}x |")
 
 
 if __name__ == "__main__":
