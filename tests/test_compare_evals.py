@@ -44,3 +44,13 @@ def test_evaluations_of_other_data_or_missing_files_are_refused(tmp_path):
         compare_evals.compare([compare_evals.load_eval(base), compare_evals.load_eval(other)])
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         compare_evals.load_eval(str(tmp_path / "missing"))
+
+
+def test_eval_subsets_splits_in_dataset_order():
+    import eval_subsets
+
+    # videos listed out of order: the first two by index are 0 and 1
+    per_video = [{"index": i, "video_fg_ari": s, "video_mbo": 1 - s} for i, s in ((2, 0.9), (0, 0.1), (1, 0.3))]
+    m = eval_subsets.subset_means(per_video, first=2)
+    assert m["video_fg_ari"] == pytest.approx((0.2, 0.9, (0.1 + 0.3 + 0.9) / 3))
+    assert m["video_mbo"] == pytest.approx((0.8, 0.1, (0.9 + 0.7 + 0.1) / 3))
