@@ -27,7 +27,7 @@ test: $(STAMP)
 # shipped frozen encoders (checkpoints/encoders/, the offline stand-in for DINOv2; configs/offline-frozen.yaml). The models are far
 # too briefly trained to find objects (see docs/RESULTS.md); the demo shows every step and its outputs, then
 # evaluates the trained teacher shipped in checkpoints/models/ on the same videos and segments the clip with it,
-# then evaluates the shipped student.
+# then evaluates the shipped students.
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(SM) generate --preset movi-c-like --out $(DEMO)/data --num-train 16 --num-val 4 --frames 12 --size 64
@@ -41,9 +41,10 @@ demo: $(STAMP)
 	$(SM) evaluate --checkpoint $(SHIPPED)-teacher.safetensors --data $(DEMO)/data --out $(DEMO)/eval-shipped
 	$(SM) segment $(DEMO)/clip.mp4 --checkpoint $(SHIPPED)-teacher.safetensors --out $(DEMO)/segmented-shipped --gif
 	$(SM) evaluate --checkpoint $(SHIPPED)-student.safetensors --data $(DEMO)/data --out $(DEMO)/eval-shipped-student
+	$(SM) evaluate --checkpoint $(SHIPPED)-student-pixeltokens.safetensors --data $(DEMO)/data --out $(DEMO)/eval-shipped-student-pixeltokens
 	@echo "demo written to $(DEMO)/: preview.png, eval/index.html, segmented/overlay.gif, plots/;" \
 	      "the shipped trained teacher: eval-shipped/index.html, segmented-shipped/overlay.gif;" \
-	      "the shipped trained student: eval-shipped-student/index.html"
+	      "the shipped trained students: eval-shipped-student/index.html, eval-shipped-student-pixeltokens/index.html"
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -24,18 +24,21 @@ def test_unknown_config_lists_the_bundled_ones():
         load_config("no-such-config")
 
 
-@pytest.mark.parametrize("name, teacher_grid", [("movi-c-like-frozen", (32, 32)), ("movi-e-like-frozen", (32, 32)),
-                                                ("movi-c-like-pixel", (64, 64)), ("movi-e-like-pixel", (64, 64))])
-def test_presets_with_shipped_encoders_build_both_models_from_the_shipped_files(name, teacher_grid):
+@pytest.mark.parametrize("name, teacher_grid, student_grid", [
+    ("movi-c-like-frozen", (32, 32), (32, 32)), ("movi-e-like-frozen", (32, 32), (32, 32)),
+    ("movi-c-like-pixel", (64, 64), (32, 32)), ("movi-e-like-pixel", (64, 64), (32, 32)),
+    ("movi-c-like-pixel-grid", (64, 64), (64, 64)), ("movi-e-like-pixel-grid", (64, 64), (64, 64))])
+def test_presets_with_shipped_encoders_build_both_models_from_the_shipped_files(name, teacher_grid, student_grid):
     import os
 
     import torch
 
     from slotmatch.distill import student_config
-    from slotmatch.models import build_model
+    from slotmatch.models import build_model, count_parameters
 
     cfg = load_config(name)
-    for model_cfg, grid in ((cfg["model"], teacher_grid), (student_config(cfg), (32, 32))):
+    models = []
+    for model_cfg, grid in ((cfg["model"], teacher_grid), (student_config(cfg), student_grid)):
         weights = model_cfg["encoder"]["weights"]
         assert weights.startswith("checkpoints/encoders/") and os.path.getsize(weights) < 10 * 2 ** 20
         model = build_model(model_cfg)
@@ -43,3 +46,6 @@ def test_presets_with_shipped_encoders_build_both_models_from_the_shipped_files(
         with torch.no_grad():
             features = model.encode(torch.rand(1, 2, 3, 64, 64), with_target=False)["features"]
         assert features.shape[:3] == (1, 2, grid[0] * grid[1]) and torch.isfinite(features).all()
+        models.append(model)
+    teacher, student = (count_parameters(m)["total"] for m in models)
+    assert teacher >= 3.6 * student, (name, teacher, student)  # issue 4, claim 2
