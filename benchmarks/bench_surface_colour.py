@@ -13,8 +13,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from slotmatch.benchmark import median_seconds
 from slotmatch.models import encoder as encoder_module
-from slotmatch.models.encoder import SURFACE_SIGMA, surface_colour
+from slotmatch.models.encoder import SURFACE_RADIUS, SURFACE_SIGMA, surface_colour
 
 
 def by_unfold(images: torch.Tensor, relief: torch.Tensor, r: int = 3, sigma: float = SURFACE_SIGMA) -> torch.Tensor:
@@ -29,19 +30,9 @@ def by_unfold(images: torch.Tensor, relief: torch.Tensor, r: int = 3, sigma: flo
     return ((cols * w).sum(2) / w.sum(2)).view(B, 3, H, W)
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * sorted(times)[len(times) // 2]
-
-
 def old_surface_colour(images, depth, radius=None, sigma=SURFACE_SIGMA, relief=None):
     """`surface_colour` as it was (the unfold), for the model timings."""
-    r = radius if radius is not None else max(1, round(3 * images.shape[-1] / 64))
+    r = radius if radius is not None else max(1, round(SURFACE_RADIUS * images.shape[-1] / 64))
     return by_unfold(images, encoder_module._relief(depth) if relief is None else relief, r, sigma)
 
 
@@ -77,8 +68,8 @@ def main() -> None:
     images, relief = torch.rand(args.frames, 3, args.size, args.size), torch.randn(args.frames, args.size, args.size)
     with torch.inference_mode():
         diff = float((surface_colour(images, None, relief=relief) - by_unfold(images, relief)).abs().max())
-        old = median_ms(lambda: by_unfold(images, relief), args.repeats)
-        new = median_ms(lambda: surface_colour(images, None, relief=relief), args.repeats)
+        old = 1000 * median_seconds(lambda: by_unfold(images, relief), args.repeats)
+        new = 1000 * median_seconds(lambda: surface_colour(images, None, relief=relief), args.repeats)
     print(f"{args.frames} frames at {args.size} px, {args.threads} thread(s), median of {args.repeats}\n")
     print("| implementation | ms |\n|---|---|")
     print(f"| unfold (before) | {old:.1f} |\n| shifted views, in place (now) | {new:.1f} |")

@@ -10,9 +10,8 @@ import argparse
 
 import numpy as np
 
-from compare_evals import load_eval
+from compare_evals import METRICS, load_eval
 
-METRICS = ("video_fg_ari", "video_mbo")
 REFERENCES = ("grid", "kmeans-colour")
 
 

@@ -87,24 +87,18 @@ def test_surface_colour_averages_within_a_surface_and_never_across_heights():
     assert surface_patch_target(image, depth, 2).shape == (1, 64, 12)
 
 
-def _surface_colour_by_unfold(images, relief, r, sigma):
-    """The filter written out: every pixel's k x k window, weighted by the relief's similarity (brute force)."""
-    B, _, H, W = images.shape
-    k = 2 * r + 1
-    rel = relief.unsqueeze(1)
-    cols = torch.nn.functional.unfold(images, k, padding=r).view(B, 3, k * k, H * W)
-    rels = torch.nn.functional.unfold(rel, k, padding=r).view(B, 1, k * k, H * W)
-    inside = torch.nn.functional.unfold(torch.ones_like(rel), k, padding=r).view(B, 1, k * k, H * W)
-    w = torch.exp(-(rels - rel.view(B, 1, 1, H * W)) ** 2 / (2 * sigma ** 2)) * inside
-    return ((cols * w).sum(2) / w.sum(2)).view(B, 3, H, W)
-
-
 def test_surface_colour_equals_the_brute_force_filter_with_and_without_a_graph():
+    import sys
+    from pathlib import Path
+
     from slotmatch.models.encoder import SURFACE_SIGMA, surface_colour
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_surface_colour import by_unfold  # the filter written out: every pixel's window unfolded
 
     torch.manual_seed(0)
     images, relief = torch.rand(2, 3, 9, 11), torch.randn(2, 9, 11)
-    want = _surface_colour_by_unfold(images, relief, 2, SURFACE_SIGMA)
+    want = by_unfold(images, relief, 2, SURFACE_SIGMA)
     torch.testing.assert_close(surface_colour(images, None, radius=2, relief=relief), want)
     # with inputs that need a gradient (the in-place sums are then avoided), the same values and a gradient
     leaf = relief.clone().requires_grad_(True)
