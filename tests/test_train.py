@@ -1,6 +1,7 @@
 """Teacher training: a few Lightning steps, checkpoints that load safely, resume, config checks, export."""
 
 import os
+import stat
 import warnings
 
 import lightning as L
@@ -81,6 +82,16 @@ def test_load_model_and_export_give_the_same_masks(teacher_run, tmp_path):
         a = model(video, masks_only=True)["masks"]
         b = small(video, masks_only=True)["masks"]
     assert torch.allclose(a, b, atol=2e-2)  # fp16 export
+
+
+def test_exported_weights_are_readable_as_the_umask_says(teacher_run, tmp_path):
+    _, _, last = teacher_run
+    old = os.umask(0o022)
+    try:
+        out = export_safetensors(last, str(tmp_path / "teacher.safetensors"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o644  # safetensors alone leaves 0600: others could not read it
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):

@@ -112,13 +112,22 @@ def _read_safetensors(path: str) -> tuple[dict, dict]:
     return {k: v.float() for k, v in state.items()}, json.loads(meta["config"])
 
 
+def save_safetensors(tensors: dict, path: str, metadata: dict) -> None:
+    """safetensors' save_file, the file's permissions then set as the umask says: save_file writes through a private
+    temporary file, which would leave the weights readable by their owner alone (mode 0600)."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, path, metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def export_safetensors(path: str, out: str, dtype: torch.dtype = torch.float16, include_encoder: bool = True,
                        which: str = "model") -> str:
     """Write the trained model of checkpoint `path` as small safetensors weights (fp16 by default); which: "model"
     (the teacher of a `train` run, the student of a `distill` run) or "teacher" (a distillation's frozen teacher).
     The file holds the model's config, so `evaluate`, `segment` and `distill --teacher` read it alone."""
-    from safetensors.torch import save_file
-
     if not out.endswith(".safetensors"):
         raise ValueError(f"{out}: name the export .safetensors (the loaders tell the formats apart by it)")
     if path.endswith(".safetensors"):
@@ -133,5 +142,5 @@ def export_safetensors(path: str, out: str, dtype: torch.dtype = torch.float16, 
              if include_encoder or not k.startswith("encoder.")}
     if os.path.dirname(out):
         os.makedirs(os.path.dirname(out), exist_ok=True)
-    save_file(state, out, metadata={"format": FORMAT, "config": json.dumps({"model": model_cfg})})
+    save_safetensors(state, out, metadata={"format": FORMAT, "config": json.dumps({"model": model_cfg})})
     return out

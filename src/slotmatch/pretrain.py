@@ -225,12 +225,12 @@ def pretrain_encoder(data_path, out: str, encoder_cfg: dict, resume: bool = Fals
                 break
     bar.close()
     save_state()
-    from safetensors.torch import save_file
+    from slotmatch.checkpoint import save_safetensors
 
     # fp16 on disk, like the shipped checkpoints: under 1.5 MB for the 96-channel CNN; loaded into fp32. The pretext
     # head goes beside it (keys readout.*, the pretext in the metadata), for `encoder: {readout: PARTS}`
     tensors = {**model.encoder.state_dict(), **{f"readout.{k}": v for k, v in model.head.state_dict().items()}}
-    save_file({k: v.half().contiguous() for k, v in tensors.items()}, weights_path, metadata={"pretext": targets})
+    save_safetensors({k: v.half().contiguous() for k, v in tensors.items()}, weights_path, metadata={"pretext": targets})
     info = {"encoder": {**{k: v for k, v in encoder_cfg.items() if k not in READ_KEYS}, "name": "cnn"},
             "data": paths, "steps": step, "settings": s, "loss": running, "parts": parts,
             "parameters": sum(p.numel() for p in model.encoder.parameters())}
