@@ -42,9 +42,11 @@ demo: $(STAMP)
 	$(SM) segment $(DEMO)/clip.mp4 --checkpoint $(SHIPPED)-teacher.safetensors --out $(DEMO)/segmented-shipped --gif
 	$(SM) evaluate --checkpoint $(SHIPPED)-student.safetensors --data $(DEMO)/data --out $(DEMO)/eval-shipped-student
 	$(SM) evaluate --checkpoint $(SHIPPED)-student-pixeltokens.safetensors --data $(DEMO)/data --out $(DEMO)/eval-shipped-student-pixeltokens
+	$(SM) evaluate --checkpoint $(SHIPPED)-student-featkd.safetensors --data $(DEMO)/data --out $(DEMO)/eval-shipped-student-featkd
 	@echo "demo written to $(DEMO)/: preview.png, eval/index.html, segmented/overlay.gif, plots/;" \
 	      "the shipped trained teacher: eval-shipped/index.html, segmented-shipped/overlay.gif;" \
-	      "the shipped trained students: eval-shipped-student/index.html, eval-shipped-student-pixeltokens/index.html"
+	      "the shipped trained students: eval-shipped-student/index.html, eval-shipped-student-pixeltokens/index.html," \
+	      "eval-shipped-student-featkd/index.html"
 
 clean-demo:
 	rm -rf $(DEMO)
