@@ -112,15 +112,20 @@ def _read_safetensors(path: str) -> tuple[dict, dict]:
     return {k: v.float() for k, v in state.items()}, json.loads(meta["config"])
 
 
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it, so it is set back at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def save_safetensors(tensors: dict, path: str, metadata: dict) -> None:
     """safetensors' save_file, the file's permissions then set as the umask says: save_file writes through a private
     temporary file, which would leave the weights readable by their owner alone (mode 0600)."""
     from safetensors.torch import save_file
 
     save_file(tensors, path, metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, 0o666 & ~current_umask())
 
 
 def export_safetensors(path: str, out: str, dtype: torch.dtype = torch.float16, include_encoder: bool = True,

@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from slotmatch.checkpoint import CheckpointError, load_model
+from slotmatch.checkpoint import CheckpointError, current_umask, load_model
 from slotmatch.cli import UserError
 from slotmatch.metrics import masks_to_ids
 from slotmatch.visualize import PALETTE, overlay
@@ -482,9 +482,7 @@ def _write_atomically(final: str, write) -> dict:
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=os.path.basename(os.path.normpath(final)) + ".tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the renamed output
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would stay on the renamed output
     try:
         result = write(tmp)
         if os.path.isdir(final):
