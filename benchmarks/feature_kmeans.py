@@ -3,6 +3,7 @@
 Usage: python benchmarks/feature_kmeans.py DATASET [ENCODER ...] [--segments 11] [--videos 25] [--size 64]
        [--target NAME ...] [--readout PARTS] [--scale video|frame|none] [--surface-radius R]
        [--token-norm] [--unpack] [--guided] [--target-pool P] [--position-weight W ...]
+       [--part-weight PART=W ...]
 ENCODER: a `slotmatch pretrain` folder or encoder.safetensors (a CNN; its sizes are read from pretrain.json).
 --target NAME: k-means on a pretext target itself, per pixel, computed from the simulator's depth and flow
 (e.g. pixels_raw, surface, relief, pixels_raw+relief+flow; add "+position" for the pixel's coordinates):
@@ -13,6 +14,8 @@ e.g. surface, surface+relief, surface+position): its predictions of those pretex
 true}`), instead of one token per patch.
 --guided (with --readout): the surface part is the frame's own colours averaged over each surface under the predicted
 relief (`encoder: {guided_surface: true}`), not the head's prediction.
+--part-weight PART=W (with --readout): that readout part's channels times W after the scaling, in every row of the
+encoder (e.g. relief=0.5: the relief above the floor weighs half a standardised channel).
 --target-pool P: the targets averaged over P x P pixels before k-means (the ids drawn back at every pixel): what a
 perfect prediction gives on a token grid P times coarser than the frame, as the encoders' patches are.
 
@@ -37,15 +40,16 @@ from slotmatch.train import video_scores
 
 
 def load_encoder(spec: str, readout: str | None = None, standardize: bool = False, unpack: bool = False,
-                 guided: bool = False) -> CNNEncoder:
+                 guided: bool = False, part_weights: dict | None = None) -> CNNEncoder:
     """A `slotmatch pretrain` folder or its encoder.safetensors -> the frozen CNN (read through its head: readout;
-    one token per pixel: unpack; the surface part from the frame under the predicted relief: guided)."""
+    one token per pixel: unpack; the surface part from the frame under the predicted relief: guided; readout parts
+    re-weighted: part_weights)."""
     folder = spec if os.path.isdir(spec) else os.path.dirname(spec)
     weights = os.path.join(spec, "encoder.safetensors") if os.path.isdir(spec) else spec
     cfg = json.load(open(os.path.join(folder, "pretrain.json")))["encoder"]
     cfg = {k: v for k, v in cfg.items() if k not in ("name", "weights", "frozen")}  # pretrain.json may name them
     return CNNEncoder(**cfg, weights=weights, frozen=True, readout=readout, standardize=standardize,
-                      unpack=unpack, guided_surface=guided).eval()
+                      unpack=unpack, guided_surface=guided, part_weights=part_weights).eval()
 
 
 @torch.no_grad()
@@ -56,6 +60,8 @@ def feature_tokens(encoder: torch.nn.Module, video: torch.Tensor, scale: str = "
     x = encoder.encode_video(video[None])[0]  # (T, N, D), each frame with its neighbours if the encoder has context
     if scale == "video":
         x = (x - x.mean((0, 1), keepdim=True)) / (x.flatten(0, 1).std(0) + 1e-6)
+        if getattr(encoder, "part_weights", None) is not None:  # the encoder weighed them before this scaling
+            x = x * encoder.part_weights
     return x.reshape(T, H // encoder.patch_size, W // encoder.patch_size, -1)
 
 
@@ -128,18 +134,21 @@ def main() -> None:
     ap.add_argument("--position-weight", type=float, action="append", default=[],
                     help="also k-means on each encoder's tokens with their (y, x) as two more channels, standardised "
                          "and times this weight (repeatable): between the tokens (0) and the grid reference (large)")
+    ap.add_argument("--part-weight", action="append", default=[], metavar="PART=W",
+                    help="with --readout: that readout part's channels times W in every k-means on the encoder's tokens")
     ap.add_argument("--segments", type=int, default=11)
     ap.add_argument("--videos", type=int, default=25)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--surface-radius", type=int, default=None,
                     help="the surface target's window radius at 64 px (default encoder.SURFACE_RADIUS)")
     a = ap.parse_args()
-    if (a.unpack or a.guided) and not a.readout:
-        ap.error("--unpack and --guided read the readout's per-pixel predictions: give --readout")
+    if (a.unpack or a.guided or a.part_weight) and not a.readout:
+        ap.error("--unpack, --guided and --part-weight read the readout's per-pixel predictions: give --readout")
     if a.surface_radius is not None:  # surface_colour reads the module's default window at every call
         import slotmatch.models.encoder as encoder_module
 
         encoder_module.SURFACE_RADIUS = a.surface_radius
+    part_weights = {w.partition("=")[0]: float(w.partition("=")[2]) for w in a.part_weight}  # every encoder row
     parts = [split_position(t)[0] for t in a.target]
     ds = open_dataset(a.dataset, "validation", size=a.size, with_depth=any(target_needs_depth(t) for t in parts),
                       with_flow=any(target_needs_flow(t) for t in parts))
@@ -151,11 +160,13 @@ def main() -> None:
     for ref in ("grid", "kmeans-colour"):
         rows[f"reference: {ref}"] = video_scores(reference_ids(ref, video, a.segments), true)
     for spec in a.encoders:
-        enc = load_encoder(spec, a.readout, standardize=a.scale == "frame", unpack=a.unpack, guided=a.guided)
+        enc = load_encoder(spec, a.readout, standardize=a.scale == "frame", unpack=a.unpack, guided=a.guided,
+                           part_weights=part_weights)
         tokens = [feature_tokens(enc, s["video"], a.scale) for s in samples]
         name = f"k-means on {spec}" + ("" if a.readout is None else f" (its predicted {a.readout}"
                                          + (", the surface guided by the predicted relief" if a.guided else "")
                                          + (", one token per pixel)" if a.unpack else ")"))
+        name += "".join(f", {part} at weight {w:g}" for part, w in part_weights.items())
         rows[name + {"video": "", "frame": ", standardised per frame", "none": ", not standardised"}[a.scale]] = \
             video_scores(torch.stack([token_ids(t, a.segments, a.size) for t in tokens]), true)
         for weight in a.position_weight:

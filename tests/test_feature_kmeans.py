@@ -37,6 +37,14 @@ def test_unpacked_tokens_cover_every_pixel(flow_dataset, tmp_path):
     assert tokens.shape == (4, 32, 32, 4)
     assert feature_kmeans.token_ids(tokens, 3, 32).shape == (4, 32, 32)
     assert torch.allclose(tokens.mean((1, 2)), torch.zeros(4, 4), atol=1e-4)  # standardised over each frame's pixels
+    for scale in ("frame", "video"):  # a part weight survives either scaling: relief is the last channel
+        base = feature_kmeans.feature_tokens(feature_kmeans.load_encoder(out, "surface+relief", unpack=True,
+                                                                         standardize=scale == "frame"), video, scale)
+        half = feature_kmeans.feature_tokens(feature_kmeans.load_encoder(
+            out, "surface+relief", unpack=True, standardize=scale == "frame", part_weights={"relief": 0.5}),
+            video, scale)
+        assert torch.allclose(half[..., 3], 0.5 * base[..., 3], atol=1e-5)
+        assert torch.allclose(half[..., :3], base[..., :3], atol=1e-6)
 
 
 

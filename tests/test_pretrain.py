@@ -289,6 +289,25 @@ def test_an_unpacked_readout_gives_one_token_per_pixel_with_that_pixels_predicti
     assert model.grid == (32, 32) and out["masks"].shape == (1, 2, 3, 32 * 32)
 
 
+def test_part_weights_scale_only_their_parts_channels_after_standardising():
+    torch.manual_seed(0)
+    kw = dict(channels=8, num_layers=2, patch_size=2, readout="surface+relief+position", pretext="surface+relief",
+              standardize=True, unpack=True)
+    plain, weighed = CNNEncoder(**kw), CNNEncoder(**kw, part_weights={"relief": 0.5})
+    weighed.load_state_dict(plain.state_dict())  # no new parameters: old checkpoints load as they are
+    images = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        a, b = plain(images), weighed(images)  # (2, 256, 3 surface + 1 relief + 4 position)
+    assert torch.equal(b[..., :3], a[..., :3]) and torch.equal(b[..., 4:], a[..., 4:])
+    assert torch.allclose(b[..., 3], 0.5 * a[..., 3]) and float(a[..., 3].std()) > 0.5
+    packed = CNNEncoder(**{**kw, "unpack": False, "readout": "relief+surface"}, part_weights={"relief": 2.0})
+    assert packed.part_weights.tolist() == [2.0] * 4 + [1.0] * 12  # 2x2 pixels' relief, then their colours
+    with pytest.raises(ValueError, match=r"part_weights name \['flow'\], not among the readout's parts"):
+        CNNEncoder(**kw, part_weights={"flow": 2.0})
+    with pytest.raises(ValueError, match="give the encoder a readout"):
+        CNNEncoder(channels=8, num_layers=2, patch_size=2, part_weights={"relief": 2.0})
+
+
 def test_patch_size_one_adds_a_full_resolution_layer_under_the_deep_grid():
     enc = CNNEncoder(channels=8, num_layers=3, patch_size=1, deep_patch_size=4)
     strides = [m.stride[0] for m in enc.convs if isinstance(m, torch.nn.Conv2d)]

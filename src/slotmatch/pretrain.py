@@ -46,7 +46,7 @@ from slotmatch.models.encoder import (CNNEncoder, make_target, relief_patch_targ
 from slotmatch.models.slotcontrast import flatten_frames
 
 # encoder settings that say where the weights are and how the trained CNN is read, not what network is pretrained
-READ_KEYS = ("weights", "frozen", "readout", "pretext", "standardize", "unpack", "guided_surface")
+READ_KEYS = ("weights", "frozen", "readout", "pretext", "standardize", "unpack", "guided_surface", "part_weights")
 PRETRAIN_DEFAULTS = dict(targets="pixels_raw+relief+flow", steps=4000, batch_size=32, lr=2e-3, size=64,
                          max_minutes=None, checkpoint_every=500, seed=0, num_workers=1, object_weight=0.0,
                          edge_weight=0.0, teacher=None)
@@ -128,7 +128,8 @@ def teacher_predictor(encoder_cfg: dict, targets: str, patch_size: int) -> CNNEn
         raise ValueError(f"{weights} was pretrained on {pretext!r}; its predictions can only stand in for the same "
                          f"targets, not {targets!r} (pretrain with --targets {pretext})")
     cfg = {k: v for k, v in encoder_cfg.items() if k not in ("name", "readout", "unpack", "guided_surface",
-                                                              "standardize", "frozen", "img_size", "pretext")}
+                                                              "standardize", "frozen", "img_size", "pretext",
+                                                              "part_weights")}
     teacher = CNNEncoder(**cfg, readout=pretext, frozen=True).eval()
     if teacher.cnn_patch_size != patch_size:
         raise ValueError(f"{weights} predicts {teacher.cnn_patch_size}x{teacher.cnn_patch_size}-pixel patches, the "

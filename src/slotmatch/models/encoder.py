@@ -572,6 +572,9 @@ class CNNEncoder(Encoder):
     head's prediction but `surface_colour` of the frame itself under the head's predicted relief (in place of
     depth's): the frame's colours averaged over each surface, as the pretext target is, so its edges are the
     frame's own, not the CNN's blurred ones (docs/RESULTS.md, session 18).
+    `part_weights` (with a readout; e.g. {relief: 0.5}): those parts' channels times the weight, after `standardize`,
+    so a part weighs more or less than one standardised channel per value in what slot attention compares and in the
+    reconstruction (benchmarks/feature_kmeans.py --part-weight measures it for k-means).
     `refine_layers` n > 0: n 3x3 conv + ReLU layers on the output grid after the lateral merge, so that the fine
     layer's detail and the deep layers' context combine non-linearly before the readout (a U-Net-like decoder).
     (B, 3 * (2 * context + 1), H, W) in [0, 1] -> (B, (H/p)*(W/p), channels), or the readout's size.
@@ -581,7 +584,7 @@ class CNNEncoder(Encoder):
                  kernel_size: int = 5, frozen: bool = False, img_size=None, weights: Optional[str] = None,
                  deep_patch_size: Optional[int] = None, readout: Optional[str] = None, pretext: Optional[str] = None,
                  standardize: bool = False, context: int = 0, unpack: bool = False, refine_layers: int = 0,
-                 guided_surface: bool = False):
+                 guided_surface: bool = False, part_weights: Optional[dict] = None):
         super().__init__()
         if int(context) != context or context < 0:
             raise ValueError(f"encoder context must be a whole number of frames >= 0, got {context!r}")
@@ -662,8 +665,26 @@ class CNNEncoder(Encoder):
             p2 = patch_size ** 2
             self.feature_dim = sum(n // p2 for _, n in self.readout_parts) + 4 * self.readout_position
             self.patch_size = 1
+        self.part_weights = self._channel_weights(part_weights or {})
         if frozen:
             self.requires_grad_(False)
+
+    def _channel_weights(self, part_weights: dict) -> Optional[torch.Tensor]:
+        """{part: weight} -> a (feature_dim,) buffer of per-channel weights for the readout's tokens, or None."""
+        if not part_weights:
+            return None
+        if self.readout is None:
+            raise ValueError("encoder part_weights weigh the readout's parts: give the encoder a readout")
+        by_slice = {v: k for k, v in self.pretext_slices.items()}
+        names = [by_slice[tuple(s)] for s in self.readout_parts]
+        unknown = sorted(set(part_weights) - set(names))
+        if unknown:
+            raise ValueError(f"encoder part_weights name {unknown}, not among the readout's parts {names}")
+        p2 = self.cnn_patch_size ** 2 if self.unpack else 1
+        weights = [float(part_weights.get(name, 1.0)) for name, (_, n) in zip(names, self.readout_parts)
+                   for _ in range(n // p2)]
+        weights += [1.0] * (4 * self.readout_position)
+        return torch.tensor(weights)
 
     def _build_readout(self, readout: str, pretext: str, source: str) -> None:
         """A linear head from the features to the `pretext` parts, keeping the parts named in `readout`."""
@@ -727,6 +748,8 @@ class CNNEncoder(Encoder):
             x = torch.cat(out, -1)
         if self.standardize:
             x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-5)
+        if self.part_weights is not None:
+            x = x * self.part_weights.to(x)
         return x
 
 
