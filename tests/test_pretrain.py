@@ -9,7 +9,7 @@ import torch
 from slotmatch.data.dataset import DatasetError, open_dataset
 from slotmatch.models import build_model
 from slotmatch.models.encoder import CNNEncoder, load_state_dict_file, position_grid
-from slotmatch.pretrain import PretextModel, object_weights, pretrain_encoder
+from slotmatch.pretrain import PretextModel, _architecture, object_weights, pretrain_encoder
 
 ENC = {"name": "cnn", "channels": 8, "num_layers": 2, "patch_size": 4}
 
@@ -306,6 +306,14 @@ def test_part_weights_scale_only_their_parts_channels_after_standardising():
         CNNEncoder(**kw, part_weights={"flow": 2.0})
     with pytest.raises(ValueError, match="give the encoder a readout"):
         CNNEncoder(channels=8, num_layers=2, patch_size=2, part_weights={"relief": 2.0})
+
+
+def test_pretraining_ignores_how_the_encoder_is_read_part_weights_included():
+    # a model config's encoder (readout, part_weights ...) pretrains as the bare CNN: those keys read the result
+    read = {**ENC, "readout": "surface+relief", "standardize": True, "part_weights": {"relief": 0.5}}
+    model = PretextModel(read, "surface+relief")
+    assert model.encoder.readout is None and model.encoder.part_weights is None
+    assert _architecture(read) == _architecture(ENC)
 
 
 def test_patch_size_one_adds_a_full_resolution_layer_under_the_deep_grid():
