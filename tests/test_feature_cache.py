@@ -7,7 +7,7 @@ import torch
 
 from conftest import tiny_config
 from slotmatch.data.dataset import open_dataset
-from slotmatch.data.feature_cache import CachedFeatureDataset, build_feature_cache, cache_path
+from slotmatch.data.feature_cache import CachedFeatureDataset, build_feature_cache, cache_path, remove_stale_builds
 from slotmatch.models import build_model
 from slotmatch.models.encoder import CNNEncoder
 from slotmatch.train import train
@@ -39,6 +39,37 @@ def test_cached_features_equal_the_encoders(tiny_dataset, tmp_path):
     assert os.stat(path).st_mtime_ns == mtime
     other = dict(cfg["model"], img_size=42)
     assert cache_path(str(tmp_path), other, ds, "train") != path  # another input size, another cache
+
+
+def test_a_build_removes_what_killed_builds_left_and_keeps_a_running_ones(tiny_dataset, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    cfg = vit_config(tiny_dataset)
+    model = build_model(cfg["model"])
+    ds = open_dataset(tiny_dataset, "train", size=28)
+    path = cache_path(str(tmp_path), cfg["model"], ds, "train")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that has ended: its id is free, as a killed build's is
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        host = socket.gethostname()
+        for pid in (gone.pid, running.pid):
+            with open(f"{path}.{host}-{pid}.tmp", "wb") as f:
+                f.write(b"half-written")
+        elsewhere = f"{path}.other-machine-{gone.pid}.tmp"  # a build on another machine sharing the folder
+        unrelated = str(tmp_path / f"features-train-other.npy.{host}-{gone.pid}.tmp")  # another cache's
+        for name in (elsewhere, unrelated):
+            open(name, "wb").close()
+        build_feature_cache(model.encoder, ds, path, progress=False)
+        assert not os.path.exists(f"{path}.{host}-{gone.pid}.tmp")
+        assert all(os.path.exists(p) for p in (f"{path}.{host}-{running.pid}.tmp", elsewhere, unrelated))
+        assert CachedFeatureDataset(path)[0]["features"].shape[0] == ds[0]["video"].shape[0]
+    finally:
+        running.kill()
+        running.wait()
+    assert remove_stale_builds(path) == [f"{path}.{host}-{running.pid}.tmp"]  # once its process has gone
 
 
 def test_the_cache_of_an_encoder_with_context_holds_each_frame_with_its_neighbours(tiny_dataset, tmp_path):

@@ -4,8 +4,9 @@ A frozen backbone (DINOv2 in the paper) gives the same features for a frame at e
 most of a training step's cost. `build_feature_cache` runs it once over whole videos and stores float16
 features (V, T, N, D) in one .npy file named by a hash of (encoder config, input size, dataset
 manifest, split); `CachedFeatureDataset` then serves random clips of features, with no decoding and no
-encoder. Written to a per-process `.tmp` and renamed when complete, so a killed build is redone, never half-used,
-and two runs building the same cache at once each finish with a whole file.
+encoder. Written to a per-process `.tmp` and renamed when complete, so a killed build is redone, never half-used (the
+next build on the same machine removes its `.tmp`), and two runs building the same cache at once each finish with a
+whole file.
 
 `build_flow_cache` stores the generator's optical flow (V, T, H, W, 2) the same way, for `train.mask_flow`, whose
 loss reads it beside the cached features.
@@ -13,9 +14,11 @@ loss reads it beside the cached features.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import socket
 
 import numpy as np
 import torch
@@ -49,6 +52,40 @@ def _named_path(cache_dir: str, kind: str, dataset, split: str, ident: dict) -> 
     return os.path.join(cache_dir, f"{kind}-{split}-{digest}.npy")
 
 
+def remove_stale_builds(path: str) -> list[str]:
+    """Delete the `.tmp` files that killed builds of the cache at `path` on this machine left (their process is gone);
+    a build still running keeps its file, and so does any build on another machine sharing the folder. Returns the
+    paths removed."""
+    removed, prefix = [], _tmp_name(path, "")[: -len(".tmp")]
+    for tmp in glob.glob(glob.escape(prefix) + "*.tmp"):
+        pid = tmp[len(prefix): -len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            os.remove(tmp)
+            removed.append(tmp)
+        except FileNotFoundError:  # another run removed it first
+            pass
+    return removed
+
+
+def _tmp_name(path: str, pid: int | str | None = None) -> str:
+    """The file a build of `path` writes before renaming it: one per machine and process, so that two runs building
+    the same cache do not clash."""
+    return f"{path}.{socket.gethostname()}-{os.getpid() if pid is None else pid}.tmp"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
 def build_flow_cache(dataset, path: str, progress: bool = True) -> str:
     """Store every video's optical flow (a dataset opened with flow, whole videos of equal length) as float16
     (V, T, H, W, 2) at `path`, in pixels of the dataset's frames."""
@@ -61,7 +98,8 @@ def build_flow_cache(dataset, path: str, progress: bool = True) -> str:
         raise ValueError(f"{path}: the dataset was opened without optical flow (with_flow=True)")
     shape = (len(dataset),) + tuple(first["flow"].shape)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    remove_stale_builds(path)
+    tmp = _tmp_name(path)
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
     for i in tqdm(range(len(dataset)), desc="flow cache", unit="video", disable=not progress):
         flow = dataset[i]["flow"]
@@ -87,7 +125,8 @@ def build_feature_cache(encoder: torch.nn.Module, dataset, path: str, batch_size
     T = first.shape[0]
     N, D = encoder.encode_video(first[None, :1].to(device)).shape[2:]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two runs building the same cache do not clash
+    remove_stale_builds(path)  # a killed build's file is never used; it would only fill the disk
+    tmp = _tmp_name(path)
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(dataset), T, N, D))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=0)
     i = 0
