@@ -127,9 +127,8 @@ def teacher_predictor(encoder_cfg: dict, targets: str, patch_size: int) -> CNNEn
     if pretext != targets:
         raise ValueError(f"{weights} was pretrained on {pretext!r}; its predictions can only stand in for the same "
                          f"targets, not {targets!r} (pretrain with --targets {pretext})")
-    cfg = {k: v for k, v in encoder_cfg.items() if k not in ("name", "readout", "unpack", "guided_surface",
-                                                              "standardize", "frozen", "img_size", "pretext",
-                                                              "part_weights")}
+    how_read = (set(READ_KEYS) - {"weights"}) | {"name", "img_size"}  # the teacher is read through its whole head
+    cfg = {k: v for k, v in encoder_cfg.items() if k not in how_read}
     teacher = CNNEncoder(**cfg, readout=pretext, frozen=True).eval()
     if teacher.cnn_patch_size != patch_size:
         raise ValueError(f"{weights} predicts {teacher.cnn_patch_size}x{teacher.cnn_patch_size}-pixel patches, the "

@@ -56,7 +56,9 @@ def remove_stale_builds(path: str) -> list[str]:
     """Delete the `.tmp` files that killed builds of the cache at `path` on this machine left (their process is gone);
     a build still running keeps its file, and so does any build on another machine sharing the folder. Returns the
     paths removed."""
-    removed, prefix = [], _tmp_name(path, "")[: -len(".tmp")]
+    if os.name != "posix":  # no harmless way to ask whether a process lives (os.kill(pid, 0) ends it on Windows)
+        return []
+    removed, prefix = [], _tmp_prefix(path)
     for tmp in glob.glob(glob.escape(prefix) + "*.tmp"):
         pid = tmp[len(prefix): -len(".tmp")]
         if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
@@ -69,10 +71,15 @@ def remove_stale_builds(path: str) -> list[str]:
     return removed
 
 
-def _tmp_name(path: str, pid: int | str | None = None) -> str:
+def _tmp_prefix(path: str) -> str:
+    """What the `.tmp` files of this machine's builds of `path` start with, before the process id."""
+    return f"{path}.{socket.gethostname()}-"
+
+
+def _tmp_name(path: str) -> str:
     """The file a build of `path` writes before renaming it: one per machine and process, so that two runs building
     the same cache do not clash."""
-    return f"{path}.{socket.gethostname()}-{os.getpid() if pid is None else pid}.tmp"
+    return f"{_tmp_prefix(path)}{os.getpid()}.tmp"
 
 
 def _alive(pid: int) -> bool:

@@ -621,7 +621,7 @@ class CNNEncoder(Encoder):
         self.patch_size = patch_size
         self.frozen = frozen
         self.standardize = standardize
-        self.readout_parts, self.readout = None, None
+        self.readout_names, self.readout_parts, self.readout = None, None, None
         if readout and not weights:
             if not pretext:
                 raise ValueError(f"encoder readout {readout!r} reads a pretrained pretext head: give the encoder's weights")
@@ -665,23 +665,22 @@ class CNNEncoder(Encoder):
             p2 = patch_size ** 2
             self.feature_dim = sum(n // p2 for _, n in self.readout_parts) + 4 * self.readout_position
             self.patch_size = 1
-        self.part_weights = self._channel_weights(part_weights or {})
+        # not in the state dict: a config setting, so checkpoints with and without it load alike
+        self.register_buffer("part_weights", self._channel_weights(part_weights or {}), persistent=False)
         if frozen:
             self.requires_grad_(False)
 
     def _channel_weights(self, part_weights: dict) -> Optional[torch.Tensor]:
-        """{part: weight} -> a (feature_dim,) buffer of per-channel weights for the readout's tokens, or None."""
+        """{part: weight} -> (feature_dim,) per-channel weights for the readout's tokens, or None."""
         if not part_weights:
             return None
         if self.readout is None:
             raise ValueError("encoder part_weights weigh the readout's parts: give the encoder a readout")
-        by_slice = {v: k for k, v in self.pretext_slices.items()}
-        names = [by_slice[tuple(s)] for s in self.readout_parts]
-        unknown = sorted(set(part_weights) - set(names))
+        unknown = sorted(set(part_weights) - set(self.readout_names))
         if unknown:
-            raise ValueError(f"encoder part_weights name {unknown}, not among the readout's parts {names}")
+            raise ValueError(f"encoder part_weights name {unknown}, not among the readout's parts {self.readout_names}")
         p2 = self.cnn_patch_size ** 2 if self.unpack else 1
-        weights = [float(part_weights.get(name, 1.0)) for name, (_, n) in zip(names, self.readout_parts)
+        weights = [float(part_weights.get(name, 1.0)) for name, (_, n) in zip(self.readout_names, self.readout_parts)
                    for _ in range(n // p2)]
         weights += [1.0] * (4 * self.readout_position)
         return torch.tensor(weights)
@@ -695,7 +694,8 @@ class CNNEncoder(Encoder):
                              f"its parts (and 'position'), each once")
         sizes = [target_dim(p, self) for p in have]
         starts = [sum(sizes[:i]) for i in range(len(have))]
-        self.readout_parts = [(starts[have.index(p)], sizes[have.index(p)]) for p in want if p != "position"]
+        self.readout_names = [p for p in want if p != "position"]
+        self.readout_parts = [(starts[have.index(p)], sizes[have.index(p)]) for p in self.readout_names]
         self.pretext_slices = {p: (starts[i], sizes[i]) for i, p in enumerate(have)}
         self.readout_position = "position" in want
         self.readout = nn.Linear(self.feature_dim, sum(sizes))
@@ -749,7 +749,7 @@ class CNNEncoder(Encoder):
         if self.standardize:
             x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-5)
         if self.part_weights is not None:
-            x = x * self.part_weights.to(x)
+            x = x * self.part_weights.to(x.dtype)
         return x
 
 
